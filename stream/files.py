@@ -1,0 +1,43 @@
+"""Writing files so that nothing half-written is ever left behind."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path, overwrite: bool = True):
+    """Yield a temporary path in ``path``'s folder; rename it onto ``path`` only on success.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is
+    left as it was. With overwrite=False an existing ``path`` raises FileExistsError first.
+    """
+    path = pathlib.Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
+                               dir=str(path.parent) if str(path.parent) else ".")
+    os.close(fd)
+    try:
+        yield pathlib.Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)

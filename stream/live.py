@@ -1,0 +1,609 @@
+"""Live audio: a duplex sound-device stream whose callback runs the engine.
+
+:class:`LiveSession` opens one PortAudio duplex stream (python-sounddevice, imported lazily
+here and in stream/devices.py only), runs :class:`stream.engine.Engine` in its callback, shows
+a status line and writes a JSON report. :meth:`LiveSession.play_record` plays a given signal
+through the same chain and records what the input hears: the building block of round-trip
+latency measurements (with ``jack_loopback=True`` the session wires its own JACK output ports
+to its input ports).
+
+The callback allocates no arrays, prints nothing and takes no locks: it times
+``engine.process(block, out=outdata)`` with ``time.perf_counter_ns`` and stores numbers in the
+preallocated arrays of :class:`stream.monitor.CallbackRecorder`; statistics are computed in the
+main thread by the pure functions of :mod:`stream.monitor`.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream import monitor
+from stream.devices import check_settings, import_sounddevice, query_devices, resolve_device
+from stream.errors import UserError
+
+# Largest block the callback is prepared for when the device chooses the size (blocksize 0).
+MAX_VARIABLE_FRAMES = 16384
+
+
+class LiveSession:
+    """One live run of the engine on a duplex sound-device stream.
+
+    Args:
+        cfg: a :class:`stream.config.Config`; ``cfg.audio`` gives samplerate (Hz), blocksize
+            (frames per callback; 0 lets the device choose and vary it), channels, devices and
+            the PortAudio latency hint; ``cfg.monitor.refresh_s`` the status-line period.
+        input_device, output_device: index, digit string or part of a device name; None uses
+            ``cfg.audio.input_device`` / ``output_device`` and then the system default.
+        report_path: where :meth:`run` writes its JSON report (atomically) when the stream
+            stops, also after an error; None writes none.
+        jack_loopback: on a JACK device, after the stream starts, connect this stream's own
+            output port k to its input port k (and disconnect whatever else fed its inputs), so
+            the input hears exactly what the output plays. Needs the JACK tools jack_lsp,
+            jack_connect and jack_disconnect (Debian package jackd2).
+
+    Raises:
+        UserError: PortAudio missing, a device not found or ambiguous (candidates listed),
+            jack_loopback on a device that is not JACK's.
+    """
+
+    def __init__(self, cfg, input_device=None, output_device=None, report_path=None,
+                 jack_loopback: bool = False):
+        self.cfg = cfg
+        audio = cfg.audio
+        self.samplerate = int(audio.samplerate)
+        self.blocksize = int(audio.blocksize)
+        self.channels = int(audio.channels)
+        self.report_path = report_path
+        self.jack_loopback = bool(jack_loopback)
+        self.last_report: dict | None = None
+        self.engine = None
+
+        self._sd = import_sounddevice()
+        devices = query_devices()
+        in_spec = input_device if input_device is not None else audio.input_device
+        out_spec = output_device if output_device is not None else audio.output_device
+        self.input_device = resolve_device(in_spec, "input", devices)
+        self.output_device = resolve_device(out_spec, "output", devices)
+        if self.jack_loopback:
+            for d in (self.input_device, self.output_device):
+                if "jack" not in d["hostapi"].lower():
+                    raise UserError(f"jack_loopback needs JACK devices, but device {d['index']} "
+                                    f"({d['name']}) uses {d['hostapi']}; start a JACK server "
+                                    f"and choose its device (see `python run.py devices`)")
+            _require_jack_tools()
+
+        self._rec: monitor.CallbackRecorder | None = None
+        self._pr: _PlayRecord | None = None
+        self._callback_error: BaseException | None = None
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def run(self, duration_s: float | None = None, on_status=None, keys: bool = False) -> dict:
+        """Run the engine live until ``duration_s`` seconds have passed, ``q`` is pressed
+        (``keys=True``) or Ctrl-C; always close the stream and write the report.
+
+        Args:
+            duration_s: seconds of wall-clock time from stream start; None runs until q/Ctrl-C.
+            on_status: callable(line: str, final: bool = False), called every
+                ``cfg.monitor.refresh_s`` seconds with the status line, and once with
+                final=True when the stream stopped. None shows nothing.
+            keys: read single keys from standard input (put in cbreak mode, always restored):
+                ``q`` quits, ``b`` toggles the engine's bypass (same latency).
+        Returns:
+            The report dict (see docs/live.md), also written to ``report_path``.
+        Raises:
+            UserError: the device cannot do the sample rate or channel count (what it can is
+                named), PortAudio failed at open or mid-stream, the engine failed in the
+                callback. The report is written before it is raised.
+        """
+        return self._session(duration_s=duration_s, on_status=on_status, keys=keys, pr=None)
+
+    def play_record(self, signal: np.ndarray, *, through_engine: bool = True,
+                    tail_samples: int | None = None, settle_s: float = 0.3,
+                    on_status=None) -> np.ndarray:
+        """Play ``signal`` through the live chain and record what the input device hears.
+
+        The session opens its stream (and, with ``jack_loopback``, wires its outputs to its
+        inputs), waits ``settle_s`` seconds for the wiring and the device to settle, then, from
+        the next callback on, feeds ``signal`` (followed by ``tail_samples`` zeros) to the
+        engine *in place of* the device input, plays the engine's output, and records the
+        device input. The device input is never fed to the engine during this call, so a
+        loopback cannot feed back.
+
+        Args:
+            signal: float32-convertible, shape (frames,) (sent to every channel) or
+                (frames, channels), at ``cfg.audio.samplerate``.
+            through_engine: True plays ``engine.process(signal)``; False plays ``signal``
+                itself (the engine is not run): the device's own round trip.
+            tail_samples: zeros played after the signal so that its end comes back; default
+                engine latency + device latency + 4 blocks + 0.1 s.
+            settle_s: seconds between stream start (and wiring) and the first signal sample.
+            on_status: as in :meth:`run` (status lines while it plays).
+        Returns:
+            recorded: float32 array (len(signal) + tail_samples, channels). ``recorded[k]`` is
+            the input frame that arrived in the callback (and at the position within it) where
+            ``signal[k]`` was handed to the engine. So an impulse at ``signal[k0]`` that comes
+            back at ``recorded[k1]`` took ``k1 - k0`` samples: ``engine.latency_samples`` (if
+            ``through_engine``) + the device round trip. With ``jack_loopback`` on a JACK
+            server (default asynchronous mode), the device round trip equals
+            ``round(sum(stream.latency) * samplerate)``, i.e.
+            ``self.last_report["latency"]["device_samples"]``.
+
+        After the call ``self.last_report`` holds the run's report (xruns during the
+        recording are in ``last_report["xruns"]``; an xrun can shift what comes back) and
+        ``self.engine`` the engine that ran; the report is written to ``report_path`` if set.
+
+        Raises:
+            UserError: as :meth:`run`, or the stream stopped before the signal was through.
+        """
+        sig = np.asarray(signal, dtype=np.float32)
+        if sig.ndim == 1:
+            sig = np.repeat(sig[:, None], self.channels, axis=1)
+        if sig.ndim != 2 or sig.shape[1] != self.channels:
+            raise UserError(f"play_record: signal must have shape (frames,) or (frames, "
+                            f"{self.channels}), not {sig.shape}")
+        pr = _PlayRecord(signal=sig, through_engine=through_engine, tail_samples=tail_samples,
+                         settle_s=float(settle_s))
+        self._session(duration_s=None, on_status=on_status, keys=False, pr=pr)
+        return pr.rec
+
+    def summary(self, report: dict) -> str:
+        """A few lines for people from :meth:`run`'s report."""
+        return monitor.summary(report)
+
+    # --- the stream ---------------------------------------------------------------------------
+
+    def _session(self, duration_s, on_status, keys, pr: "_PlayRecord | None") -> dict:
+        sd = self._sd
+        sr, bs, ch = self.samplerate, self.blocksize, self.channels
+        check_settings(sd, self.input_device, self.output_device, ch, sr)
+        _check_report_path(self.report_path)
+
+        self.engine = engine = self._make_engine()
+        max_frames = bs if bs else MAX_VARIABLE_FRAMES
+        self._rec = rec = monitor.CallbackRecorder(max_frames=max_frames, channels=ch)
+        self._callback_error = None
+        self._pr = pr
+        if pr is not None:
+            pr.prepare(max_frames, engine.latency_samples, bs, sr)
+
+        devices = {k: {"index": d["index"], "name": d["name"], "hostapi": d["hostapi"]}
+                   for k, d in (("input", self.input_device), ("output", self.output_device))}
+        stream = None
+        device_latency_s = (0.0, 0.0)
+        stopped_by, error = None, None
+        started = time.monotonic()
+        stopped = started
+        bypass_toggles = 0
+        loopback_ports = None
+        try:
+            ports_before = _jack_ports(self._client_name()) if self.jack_loopback else None
+            try:
+                stream = sd.Stream(samplerate=sr, blocksize=bs, channels=ch, dtype="float32",
+                                   device=(self.input_device["index"], self.output_device["index"]),
+                                   latency=self.cfg.audio.latency, callback=self._callback,
+                                   prime_output_buffers_using_stream_callback=False)
+                stream.start()
+            except sd.PortAudioError as e:
+                raise UserError(f"cannot open the audio stream on {_dev_text(self.input_device)}"
+                                f" / {_dev_text(self.output_device)}: {_pa_text(e)}; check the "
+                                f"devices with `python run.py devices`") from None
+            started = time.monotonic()
+            device_latency_s = tuple(float(x) for x in stream.latency)
+            if self.jack_loopback:
+                loopback_ports = _wire_jack_loopback(self._client_name(), ports_before, ch)
+            eng_lat = monitor.engine_latency(engine, sr)
+            with _Keys(keys) as keyboard:
+                stopped_by, toggles = self._wait(stream, keyboard, duration_s, on_status,
+                                                 started, eng_lat, device_latency_s, pr)
+                bypass_toggles += toggles
+        except KeyboardInterrupt:
+            stopped_by = "interrupt"
+        except UserError as e:
+            stopped_by, error = "error", e
+        finally:
+            stopped = time.monotonic()
+            if stream is not None:
+                try:
+                    stream.stop()
+                except sd.PortAudioError:
+                    pass
+                try:
+                    stream.close()
+                except sd.PortAudioError:
+                    pass
+            self._pr = None
+
+        snap = rec.snapshot()
+        cbt = monitor.callback_time_latency_ms(snap["adc_s"], snap["dac_s"], snap["now_s"])
+        latency = monitor.latency_summary(monitor.engine_latency(engine, sr), device_latency_s,
+                                          sr, cbt)
+        extra = {
+            "stopped_by": stopped_by,
+            "error": None if error is None else str(error),
+            "bypass": bool(engine.bypass),
+            "bypass_toggles": bypass_toggles,
+            "jack_loopback": loopback_ports,
+            "latency_hint": self.cfg.audio.latency,
+            "engine": _engine_stats(engine),
+            "report_path": self.report_path,
+        }
+        if pr is not None:
+            extra["play_record"] = {"signal_frames": int(pr.signal.shape[0]),
+                                    "tail_samples": int(pr.tail), "through_engine":
+                                    bool(pr.through_engine), "recorded_frames": int(pr.pos)}
+        report = monitor.build_report(
+            snap, config=self.cfg.to_dict(), devices=devices, samplerate=sr, blocksize=bs,
+            channels=ch, latency=latency, duration_s=stopped - started,
+            nan_events=int(getattr(engine, "nan_events", 0)), **extra)
+        self.last_report = report
+        if on_status is not None and snap["count"]:
+            on_status(monitor.status_line(rec.snapshot(last=self._recent_len()), snap,
+                                          blocksize=bs, samplerate=sr, latency=latency,
+                                          nan_events=report["nan_events"], bypass=report["bypass"],
+                                          elapsed_s=stopped - started), final=True)
+        if self.report_path:
+            try:
+                monitor.write_json_atomic(self.report_path, report)
+            except OSError as e:
+                raise UserError(f"cannot write the report {self.report_path!r}: {e}") from None
+        if error is not None:
+            raise error
+        return report
+
+    def _wait(self, stream, keyboard, duration_s, on_status, started, eng_lat, device_latency_s,
+              pr) -> tuple[str, int]:
+        """Main-thread loop while the stream runs: status lines, keys, stop conditions."""
+        refresh = float(self.cfg.monitor.refresh_s)
+        sr, bs = self.samplerate, self.blocksize
+        deadline = started + duration_s if duration_s else None
+        next_status = started + refresh
+        toggles = 0
+        if pr is not None:
+            arm_at = started + pr.settle_s
+            # Enough time for the signal to pass, with generous slack for a slow start.
+            give_up = arm_at + pr.total / sr * 2 + 10.0
+        while True:
+            if self._callback_error is not None:
+                e = self._callback_error
+                raise UserError(f"the engine failed in the audio callback: "
+                                f"{type(e).__name__}: {e}")
+            if not stream.active:
+                raise UserError("the audio stream stopped by itself (device unplugged or the "
+                                "audio server stopped?); check `python run.py devices`")
+            now = time.monotonic()
+            if pr is not None:
+                if not pr.armed and now >= arm_at:
+                    pr.armed = True
+                if pr.pos >= pr.total:
+                    return "signal end", toggles
+                if now > give_up:
+                    raise UserError(f"play_record: only {pr.pos} of {pr.total} frames went "
+                                    f"through in {now - arm_at:.1f} s; the device is not running "
+                                    f"in real time")
+            if deadline is not None and now >= deadline:
+                return "duration", toggles
+            if now >= next_status:
+                next_status += refresh * max(1, math.floor((now - next_status) / refresh) + 1)
+                if on_status is not None:
+                    on_status(self._status(started, eng_lat, device_latency_s), final=False)
+            wake = next_status if deadline is None else min(next_status, deadline)
+            if pr is not None:
+                wake = min(wake, now + 0.02)
+            for key in keyboard.read(max(0.0, wake - time.monotonic())):
+                if key in ("q", "Q"):
+                    return "key", toggles
+                if key in ("b", "B"):
+                    self.engine.bypass = not self.engine.bypass
+                    toggles += 1
+
+    def _recent_len(self) -> int:
+        """Callbacks in about the last second (for the status line's p50/p99 and peaks)."""
+        return max(1, math.ceil(self.samplerate / (self.blocksize or 256)))
+
+    def _status(self, started, eng_lat, device_latency_s) -> str:
+        rec = self._rec
+        recent = rec.snapshot(last=self._recent_len())
+        cbt = monitor.callback_time_latency_ms(recent["adc_s"], recent["dac_s"], recent["now_s"])
+        latency = monitor.latency_summary(eng_lat, device_latency_s, self.samplerate, cbt)
+        return monitor.status_line(recent, recent, blocksize=self.blocksize,
+                                   samplerate=self.samplerate, latency=latency,
+                                   nan_events=int(getattr(self.engine, "nan_events", 0)),
+                                   bypass=bool(self.engine.bypass),
+                                   elapsed_s=time.monotonic() - started)
+
+    def _callback(self, indata, outdata, frames, t, status):
+        """The audio callback (PortAudio's thread). Allocates no arrays, no I/O, no locks."""
+        t0 = time.perf_counter_ns()
+        try:
+            rec = self._rec
+            i = rec.count % rec.capacity
+            rec.record_flags(status._flags)
+            src = indata
+            pr = self._pr
+            if pr is not None:
+                src = pr.next_block(indata, frames)
+            t1 = time.perf_counter_ns()
+            if pr is not None and not pr.through_engine:
+                outdata[:] = src
+            else:
+                ret = self.engine.process(src, out=outdata)
+                if ret is not outdata:  # an engine that could not write in place
+                    outdata[:] = ret
+            t2 = time.perf_counter_ns()
+            rec.record_levels(i, indata, outdata, frames)
+            rec.record_times(i, frames, t0, t2 - t1, time.perf_counter_ns() - t0,
+                             t.inputBufferAdcTime, t.outputBufferDacTime, t.currentTime)
+        except Exception as e:  # never let an exception print from the audio thread
+            self._callback_error = e
+            outdata.fill(0)
+            raise self._sd.CallbackAbort from None
+
+    def _make_engine(self):
+        from stream.engine import Engine
+        engine = Engine.from_config(self.cfg, blocksize=self.blocksize, channels=self.channels,
+                                    samplerate=self.samplerate)
+        # Warm up (first calls allocate and may compile), outside the real-time thread.
+        b = self.blocksize or 256
+        x = np.zeros((b, self.channels), np.float32)
+        y = np.zeros_like(x)
+        for _ in range(max(4, math.ceil(2 * self.cfg.frame.size / b))):
+            engine.process(x, out=y)
+        engine.reset()
+        return engine
+
+    def _client_name(self) -> str:
+        return _jack_client_name(self._sd)
+
+
+# --- play/record state ---------------------------------------------------------------------------
+
+@dataclass
+class _PlayRecord:
+    """State shared by :meth:`LiveSession.play_record` and the callback (preallocated)."""
+    signal: np.ndarray
+    through_engine: bool
+    tail_samples: int | None
+    settle_s: float
+    armed: bool = False
+    pos: int = 0
+
+    def prepare(self, max_frames: int, engine_latency: int, blocksize: int, samplerate: int):
+        ch = self.signal.shape[1]
+        if self.tail_samples is None:
+            # Worst device round trip we expect is a few blocks plus the hint; 0.1 s covers it.
+            self.tail = engine_latency + 4 * (blocksize or 1024) + samplerate // 10
+        else:
+            self.tail = int(self.tail_samples)
+        n = self.signal.shape[0]
+        self.total = n + self.tail
+        self.play = np.zeros((self.total, ch), np.float32)
+        self.play[:n] = self.signal
+        self.rec = np.zeros((self.total, ch), np.float32)
+        self.block = np.zeros((max_frames, ch), np.float32)
+        self.armed = False
+        self.pos = 0
+
+    def next_block(self, indata, frames: int) -> np.ndarray:
+        """Called in the callback: the block to feed the engine; records ``indata``."""
+        block = self.block if frames == self.block.shape[0] else self.block[:frames]
+        p = self.pos
+        if not self.armed or p >= self.total:
+            block.fill(0)  # silence, never the input: a loopback must not feed back
+            return block
+        n = min(frames, self.total - p)
+        block[:n] = self.play[p:p + n]
+        if n < frames:
+            block[n:] = 0
+        self.rec[p:p + n] = indata[:n]
+        self.pos = p + n
+        return block
+
+
+# --- keyboard ----------------------------------------------------------------------------------
+
+class _Keys:
+    """Single-key input from a terminal in cbreak mode (restored on exit, always).
+
+    ``read(timeout_s)`` waits up to timeout_s seconds and returns the keys typed (a str,
+    possibly empty). When disabled (or standard input is not a terminal) it only sleeps.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = bool(enabled)
+        self._fd = None
+        self._old = None
+        self._msvcrt = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        try:
+            if not sys.stdin.isatty():
+                self.enabled = False
+                return self
+        except (AttributeError, ValueError):
+            self.enabled = False
+            return self
+        try:
+            import termios
+            import tty
+        except ImportError:
+            try:
+                import msvcrt
+                self._msvcrt = msvcrt
+            except ImportError:
+                self.enabled = False
+            return self
+        self._fd = sys.stdin.fileno()
+        self._old = termios.tcgetattr(self._fd)
+        tty.setcbreak(self._fd)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            import termios
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._old)
+            self._old = None
+        return False
+
+    def read(self, timeout_s: float) -> str:
+        if self._fd is not None:
+            import select
+            ready, _, _ = select.select([self._fd], [], [], timeout_s)
+            if ready:
+                return os.read(self._fd, 64).decode(errors="ignore")
+            return ""
+        if self._msvcrt is not None:
+            end = time.monotonic() + timeout_s
+            keys = ""
+            while True:
+                while self._msvcrt.kbhit():
+                    keys += self._msvcrt.getwch()
+                if keys or time.monotonic() >= end:
+                    return keys
+                time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+        time.sleep(timeout_s)
+        return ""
+
+
+# --- JACK loopback -----------------------------------------------------------------------------
+
+JACK_TOOLS = ("jack_lsp", "jack_connect", "jack_disconnect")
+
+
+def _require_jack_tools() -> None:
+    missing = [t for t in JACK_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise UserError(f"jack_loopback needs the JACK command-line tools ({', '.join(missing)} "
+                        f"not found); install them (Debian/Ubuntu: `sudo apt install jackd2`)")
+
+
+def _jack_env() -> dict:
+    env = dict(os.environ)
+    env["JACK_NO_START_SERVER"] = "1"  # never let a helper tool start a server by accident
+    return env
+
+
+def _jack_client_name(sd) -> str:
+    """The JACK client name that PortAudio registered for this process ("PortAudio", or
+    "PortAudio-01" etc. when several processes use PortAudio on one server)."""
+    lib = ctypes.CDLL(sd._libname)  # the library sounddevice loaded: same handle, same state
+    fn = lib.PaJack_GetClientName
+    fn.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+    fn.restype = ctypes.c_int
+    name = ctypes.c_char_p()
+    if fn(ctypes.byref(name)) != 0 or not name.value:
+        raise UserError("jack_loopback: PortAudio has no JACK client; is the JACK server "
+                        "running and was it running before the program started?")
+    return name.value.decode()
+
+
+def jack_connections() -> dict[str, list[str]]:
+    """{port: [ports it is connected to]} for every port on the JACK server (``jack_lsp -c``)."""
+    try:
+        out = subprocess.run(["jack_lsp", "-c"], capture_output=True, text=True, timeout=10,
+                             env=_jack_env())
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UserError(f"jack_lsp failed ({e}); is the JACK server running?") from None
+    if out.returncode != 0:
+        raise UserError("jack_lsp cannot reach the JACK server; start it (e.g. `jackd "
+                        "--no-realtime -d dummy -r 48000 -p 256 &`)")
+    ports: dict[str, list[str]] = {}
+    current = None
+    for line in out.stdout.splitlines():
+        if not line.strip():
+            continue
+        if line[0].isspace():
+            if current is not None:
+                ports[current].append(line.strip())
+        else:
+            current = line.strip()
+            ports[current] = []
+    return ports
+
+
+def _jack_ports(client: str) -> set[str]:
+    return {p for p in jack_connections() if p.startswith(client + ":")}
+
+
+def _port_number(port: str) -> int:
+    m = re.search(r"(\d+)$", port)
+    return int(m.group(1)) if m else -1
+
+
+def _jack(tool: str, a: str, b: str) -> None:
+    r = subprocess.run([tool, a, b], capture_output=True, text=True, timeout=10, env=_jack_env())
+    if r.returncode != 0:
+        msg = " ".join((r.stderr or r.stdout).split())
+        raise UserError(f"{tool} {a} {b} failed: {msg}")
+
+
+def _wire_jack_loopback(client: str, ports_before: set[str], channels: int) -> dict:
+    """Connect this stream's output port k to its input port k, and disconnect every other
+    source of its input ports. Returns {"client", "pairs": [[out, in], ...]}."""
+    conns = jack_connections()
+    new = [p for p in conns if p.startswith(client + ":") and p not in ports_before]
+    ins = sorted((p for p in new if p.split(":", 1)[1].startswith("in_")), key=_port_number)
+    outs = sorted((p for p in new if p.split(":", 1)[1].startswith("out_")), key=_port_number)
+    if len(ins) != channels or len(outs) != channels:
+        raise UserError(f"jack_loopback: expected {channels} new input and output ports of JACK "
+                        f"client {client!r}, found inputs {ins} and outputs {outs}")
+    pairs = []
+    for src, dst in zip(outs, ins):
+        for other in conns.get(dst, []):
+            if other != src:
+                _jack("jack_disconnect", other, dst)
+        if src not in conns.get(dst, []):
+            _jack("jack_connect", src, dst)
+        pairs.append([src, dst])
+    after = jack_connections()
+    for src, dst in pairs:
+        if after.get(dst) != [src]:
+            raise UserError(f"jack_loopback: {dst} is connected to {after.get(dst)}, not "
+                            f"only to {src}")
+    return {"client": client, "pairs": pairs}
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+def _check_report_path(path) -> None:
+    """Fail before the stream opens, not after an hour of running, if the report cannot go
+    where asked."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UserError(f"--report {path!r} is a folder; give a file name such as "
+                        f"{os.path.join(path, 'live.json')!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"--report {path!r}: the folder {folder!r} does not exist; create it "
+                        f"or choose another path")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--report {path!r}: the folder {folder!r} is not writable")
+
+
+def _engine_stats(engine) -> dict | None:
+    try:
+        return engine.stats()
+    except Exception as e:  # statistics must never cost the report
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _dev_text(d: dict) -> str:
+    return f"device {d['index']} ({d['name']}, {d['hostapi']})"
+
+
+def _pa_text(e: Exception) -> str:
+    args = getattr(e, "args", ())
+    text = args[0] if args and isinstance(args[0], str) else str(e)
+    return " ".join(text.split())
