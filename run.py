@@ -181,6 +181,205 @@ def live(config_path, overrides, input_device, output_device, duration, report_p
     click.echo(session.summary(report))
 
 
+def progress_bar(label: str, stream=None):
+    """A callable(done, total) drawing a bar on a terminal; silent when stderr is not one."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return None
+    import time
+    started = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        frac = min(done / total, 1.0) if total else 1.0
+        width = 30
+        filled = int(frac * width)
+        elapsed = time.monotonic() - started
+        eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+        stream.write(f"\r\x1b[2K{label} [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{100 * frac:5.1f}%  eta {eta:4.0f}s")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+    return show
+
+
+def print_table(result: dict) -> None:
+    """Print ``result["table"]`` = {"columns": [[key, heading, format], ...], "rows": [...]}."""
+    t = result["table"]
+    click.echo(table(t["rows"], [tuple(c) for c in t["columns"]]))
+
+
+@cli.command(epilog=_epilog("render"))
+@config_options
+@click.argument("paths", nargs=-1, required=True, metavar="INPUT [OUTPUT] | INPUT... --out-dir DIR")
+@click.option("--out-dir", default=None, help="Render every INPUT (files or folders) into DIR.")
+@click.option("--report", "report_path", default=None,
+              help="Write a JSON report here (one file) or a summary of all files (--out-dir).")
+@click.option("--subtype", default=None, metavar="PCM_16|PCM_24|FLOAT",
+              help="Output sample format (default: the input's where possible, else FLOAT).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@handles_errors
+def render(config_path, overrides, paths, out_dir, report_path, subtype, overwrite):
+    """Render audio files through the engine, latency compensated (OUTPUT[i] lines up with INPUT[i]).
+
+    INPUT OUTPUT renders one file; several INPUTs or folders with --out-dir render each file,
+    carry on past bad ones and exit non-zero if any failed.
+    """
+    from stream import render as rendering
+    cfg = load(config_path, overrides)
+    jobs = rendering.plan_jobs(list(paths), out_dir)
+    results, failed = [], []
+    for source, target in jobs:
+        try:
+            report = rendering.render_file(cfg, source, target, subtype=subtype,
+                                           overwrite=overwrite,
+                                           progress=progress_bar(os.path.basename(source)))
+        except Exception as e:
+            from stream.errors import UserError
+            if not isinstance(e, UserError) or len(jobs) == 1:
+                raise
+            failed.append({"input": source, "error": str(e)})
+            click.echo(f"failed: {source}: {e}", err=True)
+            continue
+        results.append(report)
+        click.echo(rendering.summary_line(report))
+    if report_path:
+        write_json(report_path, results[0] if len(jobs) == 1 else
+                   {"rendered": results, "failed": failed})
+    if failed:
+        _fail(f"{len(failed)} of {len(jobs)} files failed: "
+              + ", ".join(f["input"] for f in failed), 1)
+
+
+@cli.command(epilog=_epilog("demo"))
+@config_options
+@click.option("--out-dir", default="demo-out", show_default=True,
+              help="Folder for the test material, the renders and their reports.")
+@handles_errors
+def demo(config_path, overrides, out_dir):
+    """Synthesise test material and render it through the default config and the shipped presets.
+
+    Needs no sound card and no input file. Prints preset, SNR, bitrate, real-time factor and
+    latency per preset; writes inputs, outputs and JSON reports to --out-dir.
+    """
+    from stream.demo import run_demo
+    result = run_demo(out_dir, config_path=config_path, overrides=overrides,
+                      progress=progress_bar("demo"))
+    print_table(result)
+    click.echo(f"wrote {result['out_dir']}")
+
+
+@cli.group(epilog=_epilog("latency"))
+def latency():
+    """Latency tests: algorithmic (offline impulse), roundtrip (through a loopback), bench
+    (compute budget per block size)."""
+
+
+def _latency_outputs(result: dict, json_path, plot_path, kind: str) -> None:
+    print_table(result)
+    if json_path:
+        write_json(json_path, result)
+    if plot_path:
+        from stream.plots import plot_latency
+        plot_latency(kind, result, plot_path)
+        click.echo(f"plot: {plot_path}")
+
+
+def latency_options(fn):
+    fn = click.option("--plot", "plot_path", default=None,
+                      help="Write a PNG plot here (needs matplotlib: pip install '.[plots]').")(fn)
+    fn = click.option("--json", "json_path", default=None, help="Write the results as JSON.")(fn)
+    return config_options(fn)
+
+
+@latency.command("algorithmic", epilog="\b\nExample:\n  python run.py latency algorithmic "
+                 "--blocksizes 1,32,64,100,256,441 --json alg.json")
+@latency_options
+@click.option("--blocksizes", default="1,32,64,100,256,441,512,1024,4096,0", show_default=True,
+              help="Comma-separated block sizes; 0 = varying block sizes.")
+@handles_errors
+def latency_algorithmic(config_path, overrides, json_path, plot_path, blocksizes):
+    """Impulse through the engine offline: measured delay vs reported vs theoretical minimum."""
+    from stream import measure
+    cfg = load(config_path, overrides)
+    result = measure.algorithmic(cfg, measure.parse_blocksizes(blocksizes))
+    _latency_outputs(result, json_path, plot_path, "algorithmic")
+    if not result["passed"]:
+        _fail("measured latency differs from the reported latency or the minimum", 1)
+
+
+@latency.command("roundtrip", epilog="\b\nExample:\n  python run.py latency roundtrip "
+                 "--jack-loopback --repeats 5")
+@latency_options
+@click.option("-i", "--input-device", default=None, help="Input device: index or part of its name.")
+@click.option("-o", "--output-device", default=None, help="Output device: index or part of its name.")
+@click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--bypass", is_flag=True, help="Measure the dry path (same engine latency).")
+@click.option("--jack-loopback", is_flag=True,
+              help="Wire the host's JACK output ports to its input ports for the measurement.")
+@handles_errors
+def latency_roundtrip(config_path, overrides, json_path, plot_path, input_device, output_device,
+                      repeats, bypass, jack_loopback):
+    """Play a test signal through the live engine into a loopback and measure the delay."""
+    from stream import measure
+    cfg = load(config_path, overrides)
+    result = measure.roundtrip(cfg, input_device=input_device, output_device=output_device,
+                               repeats=repeats, bypass=bypass, jack_loopback=jack_loopback,
+                               on_status=status_printer())
+    _latency_outputs(result, json_path, plot_path, "roundtrip")
+
+
+@latency.command("bench", epilog="\b\nExample:\n  python run.py latency bench "
+                 "--blocksizes 32,64,128,256 --device cpu,cuda --seconds 2")
+@latency_options
+@click.option("--blocksizes", default="32,64,128,256,512,1024", show_default=True,
+              help="Comma-separated block sizes.")
+@click.option("--device", "devices", default="cpu", show_default=True,
+              help="Comma-separated torch devices: cpu, cuda.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, help="Audio seconds processed per block size and device.")
+@handles_errors
+def latency_bench(config_path, overrides, json_path, plot_path, blocksizes, devices, seconds):
+    """Compute budget without a sound device: per-call time per block size vs real time."""
+    from stream import measure
+    cfg = load(config_path, overrides)
+    result = measure.bench(cfg, measure.parse_blocksizes(blocksizes),
+                           [d.strip() for d in devices.split(",") if d.strip()], seconds,
+                           progress=progress_bar("bench"))
+    _latency_outputs(result, json_path, plot_path, "bench")
+
+
+@cli.command(epilog=_epilog("train"))
+@config_options
+@click.argument("audio", nargs=-1, required=True)
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Segments per step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2,
+              show_default=True, help="Learning rate of the gains (frequencies get their own).")
+@click.option("--out", "out_path", default="model.pt", show_default=True,
+              help="Checkpoint to write (use it with --set model.checkpoint=PATH).")
+@click.option("--val", "val_path", default=None,
+              help="Audio file for validation SNR (default: a held-out part of AUDIO).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--log", "log_path", default=None, help="Write the loss log as CSV.")
+@click.option("--plot", "plot_path", default=None,
+              help="Write a PNG of the loss curve (needs matplotlib).")
+@handles_errors
+def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, seed, log_path,
+          plot_path):
+    """Fit the transform's gains and frequencies to AUDIO files through the config's processors."""
+    from stream.training import train_files
+    cfg = load(config_path, overrides)
+    result = train_files(cfg, list(audio), steps=steps, batch=batch, lr=lr, out_path=out_path,
+                         val_path=val_path, seed=seed, log_path=log_path, plot_path=plot_path,
+                         progress=progress_bar("train"))
+    click.echo(f"validation SNR: {result['snr_before_db']:.2f} dB before, "
+               f"{result['snr_after_db']:.2f} dB after ({result['steps']} steps, "
+               f"{result['seconds_wall']:.1f} s)")
+    click.echo(f"checkpoint: {result['checkpoint']}  (use --set model.checkpoint={result['checkpoint']})")
+
+
 def main():
     cli()
 
