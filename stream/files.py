@@ -23,10 +23,19 @@ def atomic_path(path, overwrite: bool = True):
     os.close(fd)
     try:
         yield pathlib.Path(tmp)
+        # mkstemp makes the file private; give it the mode a plain open() would have, or the
+        # mode of the file it replaces.
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path, data: dict) -> None:
