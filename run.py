@@ -148,7 +148,7 @@ def status_printer(stream=None):
 @config_options
 @handles_errors
 def devices(config_path, overrides):
-    """List audio devices (index, name, host API, channels, default rate); * marks defaults."""
+    """List audio devices: index, name, host API, input/output channels, default rate, defaults."""
     from stream.devices import query_devices
     rows = query_devices()
     for r in rows:
@@ -228,6 +228,9 @@ def render(config_path, overrides, paths, out_dir, report_path, subtype, overwri
     from stream import render as rendering
     cfg = load(config_path, overrides)
     jobs = rendering.plan_jobs(list(paths), out_dir)
+    if report_path and any(os.path.realpath(report_path) in (os.path.realpath(a), os.path.realpath(b))
+                           for a, b in jobs):
+        _fail(f"--report {report_path!r} is one of the audio files; give a new .json path")
     results, failed = [], []
     for source, target in jobs:
         try:

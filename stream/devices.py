@@ -114,6 +114,10 @@ def resolve_device(spec, kind: str, devices: list[dict] | None = None) -> dict:
     usable = [d for d in devices if d[channels_key] > 0]
     flag = "-i" if kind == "input" else "-o"
 
+    if not usable:
+        raise UserError(f"PortAudio sees no {kind} device (`python run.py devices` lists what "
+                        f"it sees); connect one, or start the JACK server before this program "
+                        f"(e.g. `jackd --no-realtime -d dummy -r 48000 -p 256 &`)")
     if spec is None:
         for d in usable:
             if d[f"default_{kind}"]:
@@ -175,7 +179,8 @@ def check_settings(sd, input_device: dict, output_device: dict, channels: int,
                   samplerate=samplerate)
         except sd.PortAudioError as e:
             rates = supported_samplerates(sd, dev, kind, channels)
-            can = (", ".join(str(r) for r in rates) + " Hz") if rates else "none of the common rates"
+            can = (", ".join(str(r) for r in rates) + " Hz") if rates else \
+                "none of the common rates"
             raise UserError(f"{kind} device {dev['index']} ({dev['name']}) cannot do {channels} "
                             f"channel(s) at {samplerate} Hz ({_pa_text(e)}); it accepts: {can} "
                             f"(default {dev['default_samplerate']:.0f} Hz); use "

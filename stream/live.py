@@ -15,6 +15,7 @@ main thread by the pure functions of :mod:`stream.monitor`.
 from __future__ import annotations
 
 import ctypes
+import gc
 import math
 import os
 import re
@@ -84,6 +85,7 @@ class LiveSession:
         self._rec: monitor.CallbackRecorder | None = None
         self._pr: _PlayRecord | None = None
         self._callback_error: BaseException | None = None
+        self._toggles = 0
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -178,12 +180,15 @@ class LiveSession:
 
         devices = {k: {"index": d["index"], "name": d["name"], "hostapi": d["hostapi"]}
                    for k, d in (("input", self.input_device), ("output", self.output_device))}
+        # Objects alive now (torch, the engine, ...) need no cyclic-GC scans while streaming:
+        # freezing them keeps the collections that the callback's small objects trigger short.
+        gc.freeze()
         stream = None
         device_latency_s = (0.0, 0.0)
         stopped_by, error = None, None
         started = time.monotonic()
         stopped = started
-        bypass_toggles = 0
+        self._toggles = 0
         loopback_ports = None
         try:
             ports_before = _jack_ports(self._client_name()) if self.jack_loopback else None
@@ -203,25 +208,20 @@ class LiveSession:
                 loopback_ports = _wire_jack_loopback(self._client_name(), ports_before, ch)
             eng_lat = monitor.engine_latency(engine, sr)
             with _Keys(keys) as keyboard:
-                stopped_by, toggles = self._wait(stream, keyboard, duration_s, on_status,
-                                                 started, eng_lat, device_latency_s, pr)
-                bypass_toggles += toggles
+                stopped_by = self._wait(stream, keyboard, duration_s, on_status, started,
+                                        eng_lat, device_latency_s, pr)
         except KeyboardInterrupt:
             stopped_by = "interrupt"
         except UserError as e:
             stopped_by, error = "error", e
         finally:
             stopped = time.monotonic()
+            closed = True
             if stream is not None:
-                try:
-                    stream.stop()
-                except sd.PortAudioError:
-                    pass
-                try:
-                    stream.close()
-                except sd.PortAudioError:
-                    pass
+                # A stream that died by itself (server gone) may hang PortAudio: wait less.
+                closed = _close_stream(sd, stream, timeout_s=5.0 if stream.active else 2.0)
             self._pr = None
+            gc.unfreeze()
 
         snap = rec.snapshot()
         cbt = monitor.callback_time_latency_ms(snap["adc_s"], snap["dac_s"], snap["now_s"])
@@ -231,11 +231,12 @@ class LiveSession:
             "stopped_by": stopped_by,
             "error": None if error is None else str(error),
             "bypass": bool(engine.bypass),
-            "bypass_toggles": bypass_toggles,
+            "bypass_toggles": self._toggles,
             "jack_loopback": loopback_ports,
             "latency_hint": self.cfg.audio.latency,
             "engine": _engine_stats(engine),
             "report_path": self.report_path,
+            "stream_closed": closed,
         }
         if pr is not None:
             extra["play_record"] = {"signal_frames": int(pr.signal.shape[0]),
@@ -253,7 +254,7 @@ class LiveSession:
                                           elapsed_s=stopped - started), final=True)
         if self.report_path:
             try:
-                monitor.write_json_atomic(self.report_path, report)
+                monitor.write_report(self.report_path, report)
             except OSError as e:
                 raise UserError(f"cannot write the report {self.report_path!r}: {e}") from None
         if error is not None:
@@ -261,13 +262,17 @@ class LiveSession:
         return report
 
     def _wait(self, stream, keyboard, duration_s, on_status, started, eng_lat, device_latency_s,
-              pr) -> tuple[str, int]:
-        """Main-thread loop while the stream runs: status lines, keys, stop conditions."""
+              pr) -> str:
+        """Main-thread loop while the stream runs: status lines, keys, stop conditions.
+        Returns what stopped it; raises UserError when the stream failed."""
         refresh = float(self.cfg.monitor.refresh_s)
         sr, bs = self.samplerate, self.blocksize
         deadline = started + duration_s if duration_s else None
         next_status = started + refresh
-        toggles = 0
+        # A device that stops calling back (server gone, device unplugged) while PortAudio
+        # still calls the stream active: give up after stall_s seconds without a callback.
+        stall_s = max(2.0, 50 * (bs or 1024) / sr)
+        last_count, last_progress = -1, started
         if pr is not None:
             arm_at = started + pr.settle_s
             # Enough time for the signal to pass, with generous slack for a slow start.
@@ -281,17 +286,23 @@ class LiveSession:
                 raise UserError("the audio stream stopped by itself (device unplugged or the "
                                 "audio server stopped?); check `python run.py devices`")
             now = time.monotonic()
+            count = self._rec.count
+            if count != last_count:
+                last_count, last_progress = count, now
+            elif now - last_progress > stall_s:
+                raise UserError(f"no audio callback for {now - last_progress:.1f} s: the device "
+                                f"or the audio server stopped; check `python run.py devices`")
             if pr is not None:
                 if not pr.armed and now >= arm_at:
                     pr.armed = True
                 if pr.pos >= pr.total:
-                    return "signal end", toggles
+                    return "signal end"
                 if now > give_up:
                     raise UserError(f"play_record: only {pr.pos} of {pr.total} frames went "
                                     f"through in {now - arm_at:.1f} s; the device is not running "
                                     f"in real time")
             if deadline is not None and now >= deadline:
-                return "duration", toggles
+                return "duration"
             if now >= next_status:
                 next_status += refresh * max(1, math.floor((now - next_status) / refresh) + 1)
                 if on_status is not None:
@@ -301,10 +312,10 @@ class LiveSession:
                 wake = min(wake, now + 0.02)
             for key in keyboard.read(max(0.0, wake - time.monotonic())):
                 if key in ("q", "Q"):
-                    return "key", toggles
+                    return "key"
                 if key in ("b", "B"):
                     self.engine.bypass = not self.engine.bypass
-                    toggles += 1
+                    self._toggles += 1
 
     def _recent_len(self) -> int:
         """Callbacks in about the last second (for the status line's p50/p99 and peaks)."""
@@ -327,7 +338,7 @@ class LiveSession:
         try:
             rec = self._rec
             i = rec.count % rec.capacity
-            rec.record_flags(status._flags)
+            rec.record_flags(i, status._flags)
             src = indata
             pr = self._pr
             if pr is not None:
@@ -508,13 +519,25 @@ def _jack_client_name(sd) -> str:
     return name.value.decode()
 
 
+def _run_jack_tool(args: list[str], attempts: int = 4) -> subprocess.CompletedProcess:
+    """Run a JACK command-line tool; retried because opening its JACK client can fail
+    transiently on a busy machine ("Cannot open ... client")."""
+    r = None
+    for attempt in range(attempts):
+        try:
+            r = subprocess.run(args, capture_output=True, text=True, timeout=10,
+                               env=_jack_env())
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise UserError(f"{args[0]} failed ({e}); is the JACK server running?") from None
+        if r.returncode == 0:
+            return r
+        time.sleep(0.2 * (attempt + 1))
+    return r
+
+
 def jack_connections() -> dict[str, list[str]]:
     """{port: [ports it is connected to]} for every port on the JACK server (``jack_lsp -c``)."""
-    try:
-        out = subprocess.run(["jack_lsp", "-c"], capture_output=True, text=True, timeout=10,
-                             env=_jack_env())
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise UserError(f"jack_lsp failed ({e}); is the JACK server running?") from None
+    out = _run_jack_tool(["jack_lsp", "-c"])
     if out.returncode != 0:
         raise UserError("jack_lsp cannot reach the JACK server; start it (e.g. `jackd "
                         "--no-realtime -d dummy -r 48000 -p 256 &`)")
@@ -541,13 +564,6 @@ def _port_number(port: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _jack(tool: str, a: str, b: str) -> None:
-    r = subprocess.run([tool, a, b], capture_output=True, text=True, timeout=10, env=_jack_env())
-    if r.returncode != 0:
-        msg = " ".join((r.stderr or r.stdout).split())
-        raise UserError(f"{tool} {a} {b} failed: {msg}")
-
-
 def _wire_jack_loopback(client: str, ports_before: set[str], channels: int) -> dict:
     """Connect this stream's output port k to its input port k, and disconnect every other
     source of its input ports. Returns {"client", "pairs": [[out, in], ...]}."""
@@ -558,20 +574,57 @@ def _wire_jack_loopback(client: str, ports_before: set[str], channels: int) -> d
     if len(ins) != channels or len(outs) != channels:
         raise UserError(f"jack_loopback: expected {channels} new input and output ports of JACK "
                         f"client {client!r}, found inputs {ins} and outputs {outs}")
-    pairs = []
-    for src, dst in zip(outs, ins):
+    pairs = [[src, dst] for src, dst in zip(outs, ins)]
+    messages = []
+    for src, dst in pairs:
         for other in conns.get(dst, []):
             if other != src:
-                _jack("jack_disconnect", other, dst)
+                r = _run_jack_tool(["jack_disconnect", other, dst])
+                messages.append(r.stderr or r.stdout)
         if src not in conns.get(dst, []):
-            _jack("jack_connect", src, dst)
-        pairs.append([src, dst])
+            r = _run_jack_tool(["jack_connect", src, dst])
+            messages.append(r.stderr or r.stdout)
+    # Judge by the resulting graph, not by exit codes (a retried call may report a connection
+    # that its first try already made).
     after = jack_connections()
     for src, dst in pairs:
         if after.get(dst) != [src]:
-            raise UserError(f"jack_loopback: {dst} is connected to {after.get(dst)}, not "
-                            f"only to {src}")
+            detail = " ".join(" ".join(m.split()) for m in messages if m.strip())[:300]
+            raise UserError(f"jack_loopback: {dst} is connected to {after.get(dst)}, not only "
+                            f"to {src}" + (f" ({detail})" if detail else ""))
     return {"client": client, "pairs": pairs}
+
+
+# --- closing ---------------------------------------------------------------------------------
+
+def _close_stream(sd, stream, timeout_s: float = 5.0) -> bool:
+    """Stop and close ``stream``; False if PortAudio hung doing it.
+
+    PortAudio's JACK host API waits up to 10 minutes in Pa_StopStream / Pa_CloseStream when the
+    JACK server has gone away, and Pa_Terminate (sounddevice's exit handler) would do the same
+    at interpreter exit. So stop/close run in a helper thread; if they do not return within
+    ``timeout_s`` seconds, the stream is left to the operating system and sounddevice's exit
+    handler is unregistered so that the program can still exit.
+    """
+    import atexit
+    import threading
+
+    def close():
+        for op in (stream.stop, stream.close):
+            try:
+                op()
+            except sd.PortAudioError:
+                pass
+
+    t = threading.Thread(target=close, name="close-audio-stream", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        handler = getattr(sd, "_exit_handler", None)
+        if handler is not None:
+            atexit.unregister(handler)
+        return False
+    return True
 
 
 # --- small helpers -----------------------------------------------------------------------------

@@ -10,10 +10,8 @@ PortAudio's callback timestamps are seconds (float64); results are named ``*_ms`
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 
 import numpy as np
 
@@ -30,14 +28,15 @@ class CallbackRecorder:
     ``frames`` (int32), ``proc_ns`` (engine.process time, int64 ns), ``callback_ns`` (our whole
     callback, ns), ``start_ns`` (perf_counter_ns at callback entry), ``adc_s`` / ``dac_s`` /
     ``now_s`` (PortAudio's inputBufferAdcTime / outputBufferDacTime / currentTime, seconds),
-    ``peak_in`` / ``peak_out`` (max |sample| of the block, float32).
+    ``peak_in`` / ``peak_out`` (max |sample| of the block, float32), ``flags`` (PortAudio status
+    bits, uint8).
 
     For the whole run, independent of ``capacity``: ``proc_hist`` (histogram of engine.process
     time in ``hist_bin_ns`` bins; the last bin collects everything longer), ``proc_max_ns``,
     ``proc_sum_ns``, ``frames_total``, ``xruns`` (count per :data:`XRUN_KINDS`),
     ``clipped_samples`` (output samples with |x| > 1, which the device will clip),
     ``input_clipped_samples`` (input samples at or beyond full scale), ``peak_in_max`` /
-    ``peak_out_max``.
+    ``peak_out_max``, ``xrun_events`` (runs of consecutive flagged callbacks).
 
     Args:
         capacity: ring length in callbacks; 16384 holds about 11 s at 32-sample blocks and
@@ -64,6 +63,7 @@ class CallbackRecorder:
         self.now_s = np.zeros(n, np.float64)
         self.peak_in = np.zeros(n, np.float32)
         self.peak_out = np.zeros(n, np.float32)
+        self.flags = np.zeros(n, np.uint8)
         self.proc_hist = np.zeros(hist_range_ns // self.hist_bin_ns + 1, np.int64)
         self.xruns = np.zeros(len(XRUN_KINDS), np.int64)
         # Scratch for |x| and comparisons, so that level metering allocates nothing.
@@ -75,6 +75,8 @@ class CallbackRecorder:
         """Forget everything recorded (not thread-safe: call while no stream runs)."""
         self.count = 0
         self.frames_total = 0
+        self.xrun_events = 0
+        self._prev_flags = 0
         self.proc_max_ns = 0
         self.proc_sum_ns = 0
         self.clipped_samples = 0
@@ -88,12 +90,18 @@ class CallbackRecorder:
     # (CPython still creates small int/float objects and array views; that is unavoidable in a
     # Python callback and costs well under a microsecond each.)
 
-    def record_flags(self, flags: int) -> None:
-        """Count the PortAudio status bits set in ``flags`` (int bit mask)."""
+    def record_flags(self, i: int, flags: int) -> None:
+        """Count the PortAudio status bits set in ``flags`` (int bit mask); keep them in slot i."""
+        self.flags[i] = flags
         if flags:
             for bit in range(5):
                 if flags & (1 << bit):
                     self.xruns[bit] += 1
+            # PortAudio flags every callback cut from one troubled host buffer (with blocksize
+            # 32 on a JACK period of 256, up to 8): a run of flagged callbacks is one event.
+            if not self._prev_flags:
+                self.xrun_events += 1
+        self._prev_flags = flags
 
     def record_levels(self, i: int, indata: np.ndarray, outdata: np.ndarray, frames: int) -> None:
         """Peaks and clipped-sample counts of one callback's blocks, into slot ``i``."""
@@ -150,9 +158,10 @@ class CallbackRecorder:
         idx = np.arange(count - n, count) % self.capacity
         snap = {name: getattr(self, name)[idx].copy()
                 for name in ("frames", "proc_ns", "callback_ns", "start_ns", "adc_s", "dac_s",
-                             "now_s", "peak_in", "peak_out")}
-        snap.update(count=count, frames_total=self.frames_total, proc_max_ns=self.proc_max_ns,
-                    proc_sum_ns=self.proc_sum_ns, proc_hist=self.proc_hist.copy(),
+                             "now_s", "peak_in", "peak_out", "flags")}
+        snap.update(count=count, frames_total=self.frames_total, xrun_events=self.xrun_events,
+                    proc_max_ns=self.proc_max_ns, proc_sum_ns=self.proc_sum_ns,
+                    proc_hist=self.proc_hist.copy(),
                     hist_bin_ns=self.hist_bin_ns, xruns=self.xruns.copy(),
                     clipped_samples=self.clipped_samples,
                     input_clipped_samples=self.input_clipped_samples,
@@ -301,8 +310,7 @@ def status_line(recent: dict, total: dict, *, blocksize: int, samplerate: int, l
     p50, p99 = recent_processing_ms(recent)
     mx = total["proc_max_ns"] / 1e6 if total["count"] else None
     x = total["xruns"]
-    nx = int(sum(int(v) for k, v in enumerate(x) if k != 4))
-    xr = f"xruns {nx}"
+    xr = f"xruns {int(total.get('xrun_events', 0))}"
     kinds = [f"{XRUN_SHORT[k]} {int(v)}" for k, v in enumerate(x) if v]
     if kinds:
         xr += " (" + ", ".join(kinds) + ")"
@@ -351,6 +359,7 @@ def build_report(snap: dict, *, config: dict, devices: dict, samplerate: int, bl
         "stream_time_s": frames_total / samplerate,
         "realtime_ratio": (frames_total / samplerate / duration_s) if duration_s > 0 else None,
         "xruns": xrun_counts(snap["xruns"]),
+        "xrun_events": int(snap["xrun_events"]),
         "processing_ms": proc,
         "budget_ms": budget,
         "processing_pct_of_budget": {k: (None if v is None or not budget else 100 * v / budget)
@@ -381,9 +390,10 @@ def summary(report: dict) -> str:
         f"{report['frames']} frames at {report['samplerate']} Hz, blocksize "
         f"{report['blocksize'] or 'device-chosen'} (stopped by {report.get('stopped_by', '?')})",
         f"processing: p50 {_fmt_ms(p['p50'])} p95 {_fmt_ms(p['p95'])} p99 {_fmt_ms(p['p99'])} "
-        f"max {_fmt_ms(p['max'])} mean {_fmt_ms(p['mean'])} ms; budget {_fmt_ms(report['budget_ms'])}"
-        f" ms per callback",
-        f"xruns: {x['total']}" + (f" ({kinds})" if kinds else ""),
+        f"max {_fmt_ms(p['max'])} mean {_fmt_ms(p['mean'])} ms; budget "
+        f"{_fmt_ms(report['budget_ms'])} ms per callback",
+        f"xruns: {x['total']} flags in {report.get('xrun_events', 0)} events"
+        + (f" ({kinds})" if kinds else ""),
         f"latency: device in {lat['device_input_ms']:.2f} + out {lat['device_output_ms']:.2f} ms"
         f" + engine {lat['engine_samples']} samples (algorithmic {lat['algorithmic_samples']} + "
         f"buffering {lat['buffering_samples']}) {lat['engine_ms']:.2f} ms = {lat['total_ms']:.2f}"
@@ -403,14 +413,6 @@ def _db_text(v):
 
 # --- files -------------------------------------------------------------------------------------
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def json_ready(o):
     """``o`` with numpy scalars/arrays made plain and non-finite floats made None (strict JSON)."""
     if isinstance(o, dict):
@@ -426,21 +428,8 @@ def json_ready(o):
     return o
 
 
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file in the same folder and
-    os.replace, so a reader never sees a half-written file. Non-finite floats become null."""
-    path = os.fspath(path)
-    data = json_ready(data)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=_json_default, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def write_report(path: str | os.PathLike, report: dict) -> None:
+    """Write a report as strict JSON (non-finite floats become null), atomically: a temporary
+    file in the same folder, then os.replace, so a reader never sees a half-written file."""
+    from stream.files import write_json_atomic
+    write_json_atomic(path, json_ready(report))
