@@ -20,7 +20,7 @@ EXAMPLES = {
     "devices": "python run.py devices",
     "live": "python run.py live -i 0 -o 0 --duration 30 --report live.json",
     "latency": "python run.py latency algorithmic --blocksizes 32,64,256",
-    "train": "python run.py train speech.wav --steps 500 --out model.pt",
+    "train": "python run.py train speech.wav --set model.coefficients=256 --steps 500 --out model.pt",
 }
 
 
@@ -189,14 +189,14 @@ def progress_bar(label: str, stream=None):
     import time
     started = time.monotonic()
 
-    def show(done: int, total: int) -> None:
+    def show(done: int, total: int, note: str = "") -> None:
         frac = min(done / total, 1.0) if total else 1.0
         width = 30
         filled = int(frac * width)
         elapsed = time.monotonic() - started
         eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
         stream.write(f"\r\x1b[2K{label} [{'#' * filled}{'.' * (width - filled)}] "
-                     f"{100 * frac:5.1f}%  eta {eta:4.0f}s")
+                     f"{100 * frac:5.1f}%  eta {eta:4.0f}s" + (f"  {note}" if note else ""))
         if done >= total:
             stream.write("\n")
         stream.flush()
@@ -380,6 +380,12 @@ def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, s
     click.echo(f"validation SNR: {result['snr_before_db']:.2f} dB before, "
                f"{result['snr_after_db']:.2f} dB after ({result['steps']} steps, "
                f"{result['seconds_wall']:.1f} s)")
+    if result.get("kept") == "start":
+        click.echo(f"training did not improve the validation SNR "
+                   f"({result['snr_trained_db']:.2f} dB after the last step); the checkpoint "
+                   f"keeps the starting parameters")
+    if result.get("freq_shift_bins") is not None:
+        click.echo(f"frequencies moved {result['freq_shift_bins']:.3f} bins on average")
     click.echo(f"checkpoint: {result['checkpoint']}  (use --set model.checkpoint={result['checkpoint']})")
 
 

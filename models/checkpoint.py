@@ -37,7 +37,9 @@ def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None) -> No
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        # Through a file object: torch names the archive after a path, which is random here.
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
@@ -67,7 +69,8 @@ def load_checkpoint(model: LearnedCosine, path) -> dict:
     payload = read_checkpoint(path)
     meta = payload["metadata"]
     mine = model.metadata()
-    for key in ("frame_size", "coefficients", "decoder"):
+    # Frequencies are stored as offsets from the init's grid, so the init must match too.
+    for key in ("frame_size", "coefficients", "init", "decoder"):
         if meta.get(key) != mine[key]:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} has {key} = {meta.get(key)!r} but the config asks for "
@@ -86,4 +89,4 @@ def load_checkpoint(model: LearnedCosine, path) -> dict:
 
 def _config_key(meta_key: str) -> str:
     return {"frame_size": "frame.size", "coefficients": "model.coefficients",
-            "decoder": "model.decoder"}[meta_key]
+            "init": "model.init", "decoder": "model.decoder"}[meta_key]

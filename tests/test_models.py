@@ -201,3 +201,18 @@ def test_checkpoint_refuses_non_checkpoints(tmp_path):
         read_checkpoint(plain)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_init_must_match(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(LearnedCosine(64, 32, init="dct"), path)
+    with pytest.raises(CheckpointError, match="init = 'dct' but the config asks for 'lowpass'; "
+                                              "set model.init"):
+        load_checkpoint(LearnedCosine(64, 32, init="lowpass"), path)
+
+
+def test_checkpoint_bytes_are_reproducible(tmp_path):
+    model = LearnedCosine(32, 32)
+    save_checkpoint(model, tmp_path / "a.pt")
+    save_checkpoint(model, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

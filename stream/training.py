@@ -1,0 +1,323 @@
+"""`train`: fit the config's transform to audio files, then write a checkpoint and logs.
+
+Reads the files with soundfile (each channel is a separate example; the file's own samplerate,
+no resampling), holds out the last 10 % of each file for validation unless ``val_path`` is
+given, trains with models.training (the engine's chain with differentiable ops) and measures
+the validation SNR through the real streaming engine (stream.engine.Engine.render) before and
+after. ``model.checkpoint`` in the config is a starting point: training continues from it.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import inspect
+import math
+import os
+import time
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from models import processors as processor_registry
+from models import read_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError
+from models.training import SegmentSampler, TrainingError, frequency_offsets, train
+from stream.engine import Engine, build_model, resolve_device
+from stream.errors import UserError
+from stream.files import atomic_path
+from stream.windows import window_pair
+
+HELD_OUT_FRACTION = 0.1
+"""Without --val, the last 10 % of every file (each channel) is validation, never trained on."""
+
+PERFECT_SNR_DB = 100.0
+"""A chain that already reconstructs the validation audio this well has nothing to learn: an
+M = N transform without processors reconstructs at about 130 dB in float32 (tied or pinv
+decoder), 300 dB in float64."""
+
+MATPLOTLIB_MISSING = ("--plot needs matplotlib, which is not installed: pip install matplotlib "
+                      "(or pip install '.[plots]'), or leave --plot out")
+
+LOG_COLUMNS = ("step", "loss", "snr_db", "lr", "lr_freq", "freq_shift_bins", "seconds")
+
+
+def read_audio(path: str) -> tuple[np.ndarray, int]:
+    """(samples as float32 (frames, channels), samplerate in Hz) of any file soundfile reads."""
+    if os.path.isdir(path):
+        raise UserError(f"audio file {path!r} is a folder; give audio files, e.g. {path}/*.wav")
+    if not os.path.exists(path):
+        raise UserError(f"audio file {path!r} not found; check the path")
+    try:
+        data, samplerate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:   # libsndfile's errors (unknown format, broken file) and OSError
+        raise UserError(f"cannot read audio file {path!r}: {' '.join(str(e).split())}") from None
+    return data, samplerate
+
+
+def _same_path(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path) -> None:
+    """Refuse, before any work, outputs that would replace an input or each other, an --out
+    that is not a checkpoint, a missing folder, or a plot without matplotlib."""
+    inputs = [("audio file", p) for p in audio_paths]
+    if val_path:
+        inputs.append(("--val file", val_path))
+    if os.path.exists(cfg.source):
+        inputs.append(("config", cfg.source))
+    if cfg.model.checkpoint and not _same_path(cfg.model.checkpoint, out_path):
+        inputs.append(("model.checkpoint", cfg.model.checkpoint))
+    outputs = [(f"--{name}", p) for name, p in (("out", out_path), ("log", log_path),
+                                                 ("plot", plot_path)) if p]
+    for i, (flag, path) in enumerate(outputs):
+        for what, source in inputs:
+            if _same_path(path, source):
+                raise UserError(f"{flag} {path!r} is the {what} {source!r}; refusing to overwrite "
+                                f"it: choose another {flag}")
+        for other_flag, other in outputs[i + 1:]:
+            if _same_path(path, other):
+                raise UserError(f"{flag} and {other_flag} are the same file {path!r}; give "
+                                f"each its own path")
+        if os.path.isdir(path):
+            raise UserError(f"{flag} {path!r} is a folder; give a file path")
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            raise UserError(f"{flag} {path!r}: folder {folder!r} does not exist; create it first")
+    if os.path.exists(out_path):
+        try:
+            read_checkpoint(out_path)
+        except CheckpointError:
+            raise UserError(f"--out {out_path!r} exists and is not a cosine-host checkpoint; "
+                            f"refusing to overwrite it: choose another --out") from None
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401  (the optional extra "plots"; before hours of training)
+        except ImportError:
+            raise UserError(MATPLOTLIB_MISSING) from None
+
+
+def _load(paths, frame_size: int) -> list[tuple[str, np.ndarray, int]]:
+    loaded = []
+    for path in paths:
+        data, samplerate = read_audio(path)
+        if data.shape[0] < frame_size:
+            raise UserError(f"audio file {path!r} has {data.shape[0]} samples, shorter than one "
+                            f"frame (frame.size = {frame_size}); give longer audio or a smaller "
+                            f"frame.size")
+        loaded.append((path, data, samplerate))
+    return loaded
+
+
+def validation_snr_db(cfg, model, chain, signals, device) -> float:
+    """SNR in dB of the engine's output against its input, pooled over ``signals``.
+
+    signals: (float32 (frames, channels) array, samplerate in Hz) pairs, each rendered as a
+    whole file is rendered (stream.engine.Engine.render: latency removed, zeros before and
+    after). SNR = 10 log10(sum x^2 / sum (x - y)^2) over all their samples.
+    """
+    signal_energy = error_energy = 0.0
+    for data, samplerate in signals:
+        engine = Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=0,
+                        channels=data.shape[1], processors=chain, samplerate=samplerate,
+                        device=device)
+        x = data.astype(np.float64)
+        error = engine.render(data).astype(np.float64) - x
+        signal_energy += float((x * x).sum())
+        error_energy += float((error * error).sum())
+    if signal_energy == 0.0:
+        raise UserError("the validation audio (--val, else the last 10 % of each file) is "
+                        "silent, every sample is 0; give --val FILE with sound in it")
+    if error_energy == 0.0:
+        return math.inf
+    return 10.0 * math.log10(signal_energy / error_energy)
+
+
+def _step_reporter(progress, total: int):
+    """Adapt ``progress(done, total)`` to models.training's on_step(row); a callable that also
+    takes a ``note`` keyword gets the loss as text."""
+    if progress is None:
+        return None
+    with_note = "note" in inspect.signature(progress).parameters
+
+    def on_step(row: dict) -> None:
+        if with_note:
+            progress(row["step"], total,
+                     note=f"loss {row['loss']:.4g} ({row['snr_db']:.2f} dB)")
+        else:
+            progress(row["step"], total)
+    return on_step
+
+
+def write_log(path, rows: list[dict]) -> None:
+    """The loss log as CSV with a header: ``LOG_COLUMNS``, one row per step."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def plot_log(path, rows: list[dict], title: str) -> None:
+    """A PNG of the training loss (log scale) against the step. Needs matplotlib.
+
+    Drawn like stream.plots: the object-oriented API on an Agg canvas (no pyplot, no global
+    backend change), written atomically.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError(MATPLOTLIB_MISSING) from None
+    fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.semilogy([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (error power / signal power)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float = 1e-2,
+                out_path: str = "model.pt", val_path: str | None = None, seed: int = 0,
+                log_path: str | None = None, plot_path: str | None = None,
+                progress=None) -> dict:
+    """Train the config's model on audio files and write the checkpoint (and log, plot).
+
+    Args:
+        cfg: stream.config.Config: frame size/hop/window, model (init, decoder, dtype,
+            device, an optional starting checkpoint) and the processors trained through.
+        audio_paths: audio files, each at least one frame (frame.size samples) long.
+        steps: optimiser steps. batch: segments per step, each
+            models.training.segment_samples(N, H) samples long. lr: the gains' Adam step size;
+            the frequencies get lr * models.training.FREQ_LR_RATIO, in bins of pi/N.
+        out_path: checkpoint to write; an existing file there must be a checkpoint.
+        val_path: validation audio; None holds out the last 10 % of every training file.
+        seed: seeds the segment draws: the same seed and inputs give an identical checkpoint.
+        log_path: CSV of the loss per step (``LOG_COLUMNS``). plot_path: PNG of the loss.
+        progress: progress(done_steps, total_steps) or None; called after every step, with
+            ``note=`` "loss ... (... dB)" when it takes that keyword.
+    Returns:
+        snr_before_db, snr_after_db (validation SNR through the engine of the starting and of
+        the written model), snr_trained_db (of the model after the last step), kept
+        ("trained", or "start" when training made the validation SNR worse and the checkpoint
+        keeps the starting parameters), steps, seconds_wall
+        (the whole call), checkpoint, log, plot, device, lr, lr_freq, batch, seed, final_loss
+        (the last step's), freq_shift_bins (mean |w_after - w_before| in bins of pi/N), files,
+        validation, train_samples, validation_samples (samples of all channels) and model (the
+        trained models.LearnedCosine, in eval mode on ``device``).
+    Raises:
+        UserError: bad input (no or unreadable files, files shorter than a frame, silent
+            audio, outputs that would replace inputs), nothing to learn (the chain already
+            reconstructs perfectly, or no gradient passes the processors), divergence.
+    """
+    started = time.monotonic()
+    audio_paths = list(audio_paths)
+    if not audio_paths:
+        raise UserError("no audio files given; name one or more, e.g. run.py train speech.wav")
+    _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path)
+    n, hop = cfg.frame.size, cfg.frame.hop
+    device = resolve_device(cfg.model.device)
+    model = build_model(cfg)
+    chain = processor_registry.build_chain(cfg.processors)
+    loaded = _load(audio_paths, n)
+    train_signals, validation = _split(loaded, _load([val_path], n) if val_path else None)
+
+    snr_before = validation_snr_db(cfg, model, chain, validation, device)
+    if snr_before >= PERFECT_SNR_DB:
+        kinds = ", ".join(p["type"] for p in cfg.processors) or "none"
+        raise UserError(
+            f"nothing to learn: the config already reconstructs the validation audio at "
+            f"{snr_before:.0f} dB SNR (N = {n}, M = {model.m}, processors: {kinds}); train with "
+            f"fewer coefficients, e.g. --set model.coefficients={max(1, model.m // 2)}, or "
+            f"through processors, e.g. --set 'processors=[{{type: quantize, bits: 4}}]'")
+    try:
+        sampler = SegmentSampler(train_signals, n, hop, dtype=model.encoder.rest.dtype,
+                                 device=device)
+    except TrainingError as e:
+        raise UserError(str(e)) from None
+    wa, ws = window_pair(cfg.frame.window, n, hop)
+    # the first file's rate for processor statistics (bitrate); training itself is rate-free
+    chain.prepare(loaded[0][2], hop, model.m)
+    offsets_before = frequency_offsets(model)
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    on_step = _step_reporter(progress, steps)
+
+    def log_step(row: dict) -> None:
+        row["seconds"] = round(time.monotonic() - started, 3)
+        if on_step is not None:
+            on_step(row)
+
+    try:
+        rows = train(model, chain, sampler, window_analysis=wa, window_synthesis=ws, hop=hop,
+                     steps=steps, batch=batch, lr=lr, seed=seed, on_step=log_step)
+    except TrainingError as e:
+        raise UserError(str(e)) from None
+    snr_trained = validation_snr_db(cfg, model, chain, validation, device)
+    # Model selection on the validation audio: where training cannot gain (e.g. M = N through a
+    # quantizer, +-0.04 dB of noise) it must not leave a worse model than it started from.
+    kept = "trained" if snr_trained >= snr_before else "start"
+    if kept == "start":
+        model.load_state_dict(start_state)
+    snr_after = max(snr_trained, snr_before)
+    shift = float((frequency_offsets(model) - offsets_before).abs().mean())
+
+    files = [os.path.abspath(p) for p in audio_paths]
+    held_out = (os.path.abspath(val_path) if val_path
+                else f"last {HELD_OUT_FRACTION:.0%} of each file")
+    lr_freq = rows[-1]["lr_freq"]
+    with _writing("--out", out_path):
+        # no wall time in it: the same seed and inputs give a byte-identical checkpoint
+        save_checkpoint(model, out_path, extra={
+            "steps": steps, "seed": seed, "lr": lr, "lr_freq": lr_freq, "batch": batch,
+            "snr_before_db": snr_before, "snr_after_db": snr_after, "snr_trained_db": snr_trained,
+            "kept": kept, "freq_shift_bins": shift,
+            "files": files, "validation": held_out, "hop": hop, "window": cfg.frame.window,
+            "processors": [dict(p) for p in cfg.processors]})
+    if log_path:
+        with _writing("--log", log_path):
+            write_log(log_path, rows)
+    if plot_path:
+        with _writing("--plot", plot_path):
+            plot_log(plot_path, rows, f"N={n} M={model.m} H={hop} {cfg.model.decoder} decoder: "
+                                      f"validation SNR {snr_before:.2f} -> {snr_after:.2f} dB")
+    return {"snr_before_db": snr_before, "snr_after_db": snr_after,
+            "snr_trained_db": snr_trained, "kept": kept, "steps": steps,
+            "seconds_wall": time.monotonic() - started, "checkpoint": str(out_path),
+            "log": log_path, "plot": plot_path, "device": str(device), "lr": lr,
+            "lr_freq": lr_freq, "batch": batch, "seed": seed, "final_loss": rows[-1]["loss"],
+            "freq_shift_bins": shift, "files": files, "validation": held_out,
+            "train_samples": sum(int(s.numel()) for s in train_signals),
+            "validation_samples": sum(int(d.size) for d, _ in validation), "model": model}
+
+
+def _split(loaded, val_loaded):
+    """(training signals: one 1-D tensor per file channel, validation: (frames, channels)
+    array and samplerate pairs). Without ``val_loaded`` the last 10 % of each file (at least one
+    sample) is validation and only the rest is trained on."""
+    train_signals, validation = [], []
+    for _, data, samplerate in loaded:
+        cut = data.shape[0]
+        if val_loaded is None:
+            cut -= max(1, int(cut * HELD_OUT_FRACTION))
+            validation.append((np.ascontiguousarray(data[cut:]), samplerate))
+        train_signals += [torch.from_numpy(data[:cut, c].copy()) for c in range(data.shape[1])]
+    for _, data, samplerate in val_loaded or ():
+        validation.append((data, samplerate))
+    return train_signals, validation
+
+
+@contextlib.contextmanager
+def _writing(flag: str, path: str):
+    """Turn a failed write into one line naming the option and the reason."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"cannot write {flag} {path!r}: {e.strerror or e}; choose a path in an "
+                        f"existing, writable folder") from None
