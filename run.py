@@ -85,8 +85,13 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 
 def write_json(path: str, data: dict) -> None:
+    from stream.errors import UserError
     from stream.files import write_json_atomic
-    write_json_atomic(path, data)
+    try:
+        write_json_atomic(path, data)
+    except OSError as e:
+        raise UserError(f"cannot write {path!r}: {e.strerror or e}; check that its folder "
+                        f"exists and is writable") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
