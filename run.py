@@ -130,7 +130,10 @@ def info(config_path, overrides, as_json):
     click.echo(f"engine latency at blocksize {lat['blocksize']}: {lat['engine_samples']} samples "
                f"= {lat['engine_ms']:.2f} ms at {lat['samplerate']} Hz "
                f"(algorithmic {lat['algorithmic_samples']} + buffering "
-               f"{lat['buffering_samples']})")
+               f"{lat['buffering_samples']}"
+               + (f" + processors {lat['processor_samples']}" if lat["processor_samples"] else "")
+               + ")")
+    click.echo(f"transform: {data['transform']} ({data['transform_reason']})")
     click.echo("config:")
     click.echo(yaml.safe_dump(data["config"], sort_keys=False).rstrip())
 

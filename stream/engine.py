@@ -6,12 +6,26 @@ stays constant for its whole life, bypass included.
 
 Data path per call, all channels as one batch::
 
-    block (frames, C) float32 --> input queue (C, .) --> every ready frame at once, as a strided
-    view (C, F, N) --> @ (analysis window * W1)^T --> coefficients (F, C, M) --> processors -->
-    @ (W2 * synthesis window) --> overlap-add of F hops --> output queue --> block (frames, C)
+    block (frames, C) float32 --> input queue (C, .) --> every ready frame at once, read through
+    a strided view (F, C, N) --> transform --> coefficients (F, C, M) --> processors -->
+    inverse transform --> overlap-add of F hops straight into the output queue --> block
 
-The windows are folded into the matrices, so one call costs two matrix products over all of its
-frames plus the overlap-add.
+The transform is chosen per parameter state (re-checked on every call, in about a microsecond,
+from the parameters' version counters):
+
+- ``matmul``: the windows folded into the encoder/decoder matrices, so a call costs two matrix
+  products over all of its frames plus the overlap-add;
+- ``dct``: while the model is exactly the orthonormal DCT-III/DCT-II pair (stream.fastpath: DCT
+  init on the N-point grid, parameters untouched), an FFT DCT replaces the two products and the
+  windows are applied on their own. Results equal the matmul path within float32 precision;
+  processors see the same coefficients. Any parameter change (optimiser step, loaded
+  checkpoint) switches back to ``matmul`` on the next call.
+
+Two kernels do the work. On CPU everything is numpy (queues, framing, BLAS matrix products,
+pocketfft DCT, overlap-add) with preallocated buffers; torch is touched only to hand the
+coefficients to the processors (``torch.from_numpy``, no copy). On CUDA the queues and buffers
+are torch tensors on the device, the host side uses pinned staging buffers, and each call
+synchronises once. The CPU kernel never touches CUDA.
 """
 from __future__ import annotations
 
@@ -23,9 +37,13 @@ import torch
 from models import LearnedCosine, load_checkpoint
 from models.checkpoint import CheckpointError
 from models import processors as processor_registry
+from stream import fastpath
 from stream import latency as lat
 from stream.errors import UserError
 from stream.windows import window_pair
+
+FAST_PATHS = ("auto", "off", "scipy", "torch")
+BACKENDS = ("auto", "numpy", "torch")
 
 
 class EngineInputError(UserError, ValueError):
@@ -54,54 +72,369 @@ def build_model(cfg) -> LearnedCosine:
     return model
 
 
-class _Queue:
-    """A FIFO of (channels, samples) on one device with a fixed capacity, no per-call allocation.
+# --- queues ------------------------------------------------------------------------------------
 
-    Linear storage with a read position; the live part is moved to the front only when a
-    write would run past the end, so each sample is moved at most once on average.
+class _Queue:
+    """A FIFO of (channels, samples) with a fixed capacity and no per-call allocation.
+
+    Linear storage with a read position ``start`` and write position ``end``; ``pending``
+    samples past ``end`` belong to the queue too (the output queue keeps its unfinished
+    overlap-add there). The live part is moved to the front only when a write would run past
+    the end, so each sample is moved at most once on average. Storage grows (doubling) only
+    when one call brings more than it can hold. ``buf`` is a numpy array or a torch tensor.
     """
 
-    def __init__(self, channels: int, capacity: int, dtype, device, pin: bool = False):
-        self.buf = torch.zeros(channels, capacity, dtype=dtype, device=device)
-        if pin:
-            self.buf = self.buf.pin_memory()
+    def __init__(self, buf, pending: int = 0):
+        self.buf = buf
+        self.pending = pending
         self.start = 0
         self.end = 0
 
     def __len__(self) -> int:
         return self.end - self.start
 
-    def reset(self, prefill: int = 0) -> None:
-        self.buf[:, :prefill].zero_()
+    def reset(self, prefill: int) -> None:
+        """``prefill`` zeros queued, pending part zero."""
+        self.buf[:, :prefill + self.pending] = 0
         self.start, self.end = 0, prefill
 
-    def reserve(self, n: int) -> torch.Tensor:
-        """A writable (C, n) view at the tail; call ``commit(n)`` after filling it."""
-        if self.end + n > self.buf.shape[1]:
-            live = len(self)
-            if live + n > self.buf.shape[1]:
-                grown = torch.zeros(self.buf.shape[0], 2 * (live + n), dtype=self.buf.dtype,
-                                    device=self.buf.device)
-                if self.buf.is_pinned():
-                    grown = grown.pin_memory()
-                grown[:, :live] = self.buf[:, self.start:self.end]
-                self.buf = grown
-            elif live:
-                # start >= live here, so source and destination do not overlap.
-                self.buf[:, :live] = self.buf[:, self.start:self.end]
-            self.start, self.end = 0, live
-        return self.buf[:, self.end:self.end + n]
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more samples after ``end + pending``."""
+        cap = self.buf.shape[1]
+        if self.end + self.pending + n <= cap:
+            return
+        live = self.end - self.start + self.pending
+        if live + n > cap:
+            self.buf = self._grown(2 * (live + n), live)
+        elif live:
+            src = self.buf[:, self.start:self.start + live]
+            if isinstance(src, torch.Tensor) and self.start < live:
+                src = src.clone()          # torch refuses partially overlapping copies
+            self.buf[:, :live] = src       # numpy copes with overlap itself
+        self.end -= self.start
+        self.start = 0
 
-    def commit(self, n: int) -> None:
-        self.end += n
+    def _grown(self, capacity: int, live: int):
+        old = self.buf
+        if isinstance(old, np.ndarray):
+            new = np.zeros((old.shape[0], capacity), old.dtype)
+        else:
+            new = torch.zeros(old.shape[0], capacity, dtype=old.dtype, device=old.device)
+        new[:, :live] = old[:, self.start:self.start + live]
+        return new
 
-    def head(self, n: int) -> torch.Tensor:
-        """The oldest n samples as a (C, n) view."""
-        return self.buf[:, self.start:self.start + n]
 
-    def drop(self, n: int) -> None:
-        self.start += n
+def _capacity(n: int, hop: int, blocksize: int) -> int:
+    return 2 * (n + max(blocksize, 4096)) + n
 
+
+# --- CPU kernel: numpy -------------------------------------------------------------------------
+
+class _NumpyKernel:
+    """The per-call work on CPU, in numpy, into preallocated buffers.
+
+    Matrix products go to numpy's BLAS (OpenBLAS: single-threaded for the one or two rows of a
+    live call, and faster than torch's MKL for large ones on the AMD CPUs measured), except for
+    large batches when processors are present: those run torch ops on all CPUs, and torch's
+    GEMM then keeps the call in one thread pool.
+    """
+
+    name = "numpy"
+    TORCH_GEMM_ROWS = 32
+
+    def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
+                 blocksize: int, processors):
+        self.c, self.n, self.m, self.hop, self.r = channels, n, m, hop, n // hop
+        self.np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self.item = np.dtype(self.np_dtype).itemsize
+        self.processors = processors
+        self.has_processors = bool(processors)
+        cap = _capacity(n, hop, blocksize)
+        # One input history serves the frames and the dry (bypass) signal: ``inq.start`` is the
+        # next frame's first sample, ``dry_pos`` the next dry output sample (latency behind the
+        # write position); storage before the older of the two is free.
+        self.inq = _Queue(np.zeros((channels, cap), self.np_dtype))
+        self.dry_pos = 0
+        self.outq = _Queue(np.zeros((channels, cap), self.np_dtype), pending=n - hop)
+        self._frames_cap = 0
+        self._alloc(max(1, -(-max(blocksize, 1) // hop)) + 1)
+        self.kind = "matmul"
+        self.enc_t = self.dec = self.wa = self.ws = self.dct = None
+
+    def _alloc(self, count: int) -> None:
+        self._frames_cap = count
+        shape = (count, self.c, self.n)
+        self.fbuf = np.zeros(shape, self.np_dtype)      # frames (matmul) / frames + coefficients (dct)
+        self.cbuf = np.zeros((count, self.c, self.m), self.np_dtype)
+        self.dbuf = np.zeros(shape, self.np_dtype)      # decoded frames
+
+    def set_transform(self, kind: str, enc_t: torch.Tensor, dec: torch.Tensor,
+                      wa: np.ndarray, ws: np.ndarray, dct) -> None:
+        self.kind = kind
+        self.enc_t = np.ascontiguousarray(enc_t.detach().cpu().numpy(), self.np_dtype)
+        self.dec = np.ascontiguousarray(dec.detach().cpu().numpy(), self.np_dtype)
+        self.enc_t_torch = torch.from_numpy(self.enc_t)      # the same memory, for torch's GEMM
+        self.dec_torch = torch.from_numpy(self.dec)
+        self.wa = wa.astype(self.np_dtype)
+        self.ws = ws.astype(self.np_dtype)
+        self.dct = dct
+
+    def reset(self, in_prefill: int, out_prefill: int, dry_prefill: int) -> None:
+        self.has_processors = bool(self.processors)
+        q = self.inq
+        q.buf[:, :dry_prefill] = 0                      # dry_prefill (latency) >= in_prefill
+        q.end = dry_prefill
+        q.start = dry_prefill - in_prefill
+        self.dry_pos = 0
+        self.outq.reset(out_prefill)
+
+    def _reserve_input(self, b: int) -> None:
+        q = self.inq
+        if q.end + b <= q.buf.shape[1]:
+            return
+        keep = min(q.start, self.dry_pos)
+        live = q.end - keep
+        if live + b > q.buf.shape[1]:
+            grown = np.zeros((self.c, 2 * (live + b)), self.np_dtype)
+            grown[:, :live] = q.buf[:, keep:q.end]
+            q.buf = grown
+        else:
+            np.copyto(q.buf[:, :live], q.buf[:, keep:q.end])      # numpy handles the overlap
+        q.start -= keep
+        q.end -= keep
+        self.dry_pos -= keep
+
+    def process(self, block: np.ndarray, out: np.ndarray, bypass: bool) -> int:
+        b = block.shape[0]
+        q = self.inq
+        self._reserve_input(b)
+        np.copyto(q.buf[:, q.end:q.end + b], block.T)
+        q.end += b
+        count = 0
+        available = q.end - q.start
+        if available >= self.n:
+            count = (available - self.n) // self.hop + 1
+            self._frames(count)
+            q.start += count * self.hop
+        o = self.outq
+        if bypass:
+            np.copyto(out, q.buf[:, self.dry_pos:self.dry_pos + b].T)
+        else:
+            np.copyto(out, o.buf[:, o.start:o.start + b].T)
+        o.start += b
+        self.dry_pos += b
+        return count
+
+    def _frames(self, count: int) -> None:
+        c, n, m, hop, r = self.c, self.n, self.m, self.hop, self.r
+        if count > self._frames_cap:
+            self._alloc(2 * count)
+        q = self.inq
+        # every ready frame as a (count, C, N) view of the input queue: frame f of channel ch
+        # starts at q.start + f * hop
+        if count == 1:
+            view = q.buf[None, :, q.start:q.start + n]
+        else:
+            it = self.item
+            view = np.ndarray((count, c, n), self.np_dtype, buffer=q.buf, offset=q.start * it,
+                              strides=(hop * it, q.buf.shape[1] * it, it))
+        frames = self.fbuf[:count]
+        decoded = self.dbuf[:count]
+        if self.kind == "dct":
+            np.multiply(view, self.wa, out=frames)
+            self.dct.dct3(frames, frames)
+            coeffs = frames[..., :m] if m < n else frames
+            if self.has_processors:
+                result = self._processors(coeffs).numpy()
+                if result.ctypes.data != coeffs.ctypes.data or result.strides != coeffs.strides:
+                    np.copyto(coeffs, result)
+            if m < n:
+                frames[..., m:] = 0
+            self.dct.dct2(frames, decoded)
+            np.multiply(decoded, self.ws, out=decoded)
+        else:
+            rows = count * c
+            if count == 1:
+                f2 = view[0]            # (C, N) rows of the queue: BLAS reads them in place
+            else:
+                np.copyto(frames, view)
+                f2 = frames.reshape(rows, n)
+            coeffs = self.cbuf[:count]
+            c2, d2 = coeffs.reshape(rows, m), decoded.reshape(rows, n)
+            if not self.has_processors:
+                np.matmul(f2, self.enc_t, out=c2)
+                np.matmul(c2, self.dec, out=d2)
+            elif rows < self.TORCH_GEMM_ROWS:
+                np.matmul(f2, self.enc_t, out=c2)
+                result = self._processors(coeffs).numpy()
+                np.matmul(result.reshape(rows, m), self.dec, out=d2)
+            else:
+                # processors run torch ops on all CPUs: keep the products in torch's thread pool
+                # too (two pools that spin-wait on two cores stall each other for milliseconds)
+                torch.matmul(torch.from_numpy(f2), self.enc_t_torch, out=torch.from_numpy(c2))
+                result = self._processors(coeffs)
+                torch.matmul(result.reshape(rows, m), self.dec_torch, out=torch.from_numpy(d2))
+        # overlap-add straight into the output queue: part j of frame f lands on hop f + j
+        # counted from the first pending hop; the last part lands on fresh hops (assigned).
+        o = self.outq
+        o.reserve(count * hop)
+        if count == 1:
+            # one frame: its first N - H samples land on the pending hops, the rest is fresh
+            span = o.buf[:, o.end:o.end + n]
+            overlap = n - hop
+            np.copyto(span[:, overlap:], decoded[0, :, overlap:])
+            np.add(span[:, :overlap], decoded[0, :, :overlap], out=span[:, :overlap])
+        else:
+            hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].reshape(c, count + r - 1, hop)
+            parts = decoded.reshape(count, c, r, hop)
+            np.copyto(hops[:, r - 1:], parts[:, :, r - 1].transpose(1, 0, 2))
+            for j in range(r - 1):
+                target = hops[:, j:j + count]
+                np.add(target, parts[:, :, j].transpose(1, 0, 2), out=target)
+        o.end += count * hop
+
+    def _processors(self, coeffs: np.ndarray) -> torch.Tensor:
+        """The processor chain on a (F, C, M) tensor sharing ``coeffs``' memory."""
+        with torch.inference_mode():
+            result = self.processors(torch.from_numpy(coeffs))
+        if not isinstance(result, torch.Tensor) or result.shape != coeffs.shape \
+                or result.device.type != "cpu" or result.dtype != _TORCH_DTYPE[self.np_dtype]:
+            got = (f"{tuple(result.shape)} {result.dtype} on {result.device}"
+                   if isinstance(result, torch.Tensor) else type(result).__name__)
+            raise RuntimeError(f"the processors returned {got} for {coeffs.shape} "
+                               f"{_TORCH_DTYPE[self.np_dtype]} on cpu; a processor must keep "
+                               f"shape, dtype and device")
+        return result
+
+
+_TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+
+
+# --- torch kernel (CUDA; also runs on CPU for tests) ------------------------------------------
+
+class _TorchKernel:
+    """The per-call work in torch on ``device``: queues and buffers on the device, pinned host
+    staging buffers and one synchronisation per call on CUDA."""
+
+    name = "torch"
+
+    def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
+                 blocksize: int, processors, device: torch.device):
+        self.c, self.n, self.m, self.hop, self.r = channels, n, m, hop, n // hop
+        self.dtype, self.device = dtype, device
+        self.cuda = device.type == "cuda"
+        self.processors = processors
+        self.has_processors = bool(processors)
+        cap = _capacity(n, hop, blocksize)
+        self.inq = _Queue(torch.zeros(channels, cap, dtype=dtype, device=device))
+        self.outq = _Queue(torch.zeros(channels, cap, dtype=dtype, device=device),
+                           pending=n - hop)
+        self.dry = _Queue(np.zeros((channels, cap), np.float32))
+        self._stage_cap = 0
+        if self.cuda:
+            self._stage(max(blocksize, 1))
+        self.kind = "matmul"
+        self.enc_t = self.dec = self.wa = self.ws = self.dct = None
+
+    def _stage(self, frames: int) -> None:
+        """Pinned host and device staging buffers (frames, C) float32 for the copies."""
+        self._stage_cap = frames
+        shape = (frames, self.c)
+        self.host_in = torch.zeros(shape, dtype=torch.float32).pin_memory()
+        self.host_out = torch.zeros(shape, dtype=torch.float32).pin_memory()
+        self.host_in_np = self.host_in.numpy()
+        self.host_out_np = self.host_out.numpy()
+        self.dev_in = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self.dev_out = torch.zeros(shape, dtype=torch.float32, device=self.device)
+
+    def set_transform(self, kind, enc_t, dec, wa, ws, dct) -> None:
+        self.kind = kind
+        self.enc_t = enc_t.to(self.device, self.dtype).contiguous()
+        self.dec = dec.to(self.device, self.dtype).contiguous()
+        self.wa = torch.as_tensor(wa, dtype=self.dtype, device=self.device)
+        self.ws = torch.as_tensor(ws, dtype=self.dtype, device=self.device)
+        self.dct = dct
+
+    def reset(self, in_prefill: int, out_prefill: int, dry_prefill: int) -> None:
+        self.has_processors = bool(self.processors)
+        self.inq.reset(in_prefill)
+        self.outq.reset(out_prefill)
+        self.dry.reset(dry_prefill)
+        if self.cuda:
+            torch.cuda.current_stream(self.device).synchronize()
+
+    def process(self, block: np.ndarray, out: np.ndarray, bypass: bool) -> int:
+        b = block.shape[0]
+        d = self.dry
+        d.reserve(b)
+        np.copyto(d.buf[:, d.end:d.end + b], block.T)
+        d.end += b
+        if self.cuda:
+            if b > self._stage_cap:
+                self._stage(2 * b)
+            np.copyto(self.host_in_np[:b], block)
+            dev_in = self.dev_in[:b]
+            dev_in.copy_(self.host_in[:b], non_blocking=True)
+        else:
+            dev_in = torch.from_numpy(block)
+        q = self.inq
+        q.reserve(b)
+        q.buf[:, q.end:q.end + b].copy_(dev_in.T)
+        q.end += b
+        count = 0
+        available = q.end - q.start
+        if available >= self.n:
+            count = (available - self.n) // self.hop + 1
+            self._frames(count)
+            q.start += count * self.hop
+        o = self.outq
+        head = o.buf[:, o.start:o.start + b].T
+        if self.cuda:
+            if not bypass:
+                self.dev_out[:b].copy_(head)
+                self.host_out[:b].copy_(self.dev_out[:b], non_blocking=True)
+            # the one synchronisation of the call: also makes the staging buffers reusable
+            torch.cuda.current_stream(self.device).synchronize()
+            if not bypass:
+                np.copyto(out, self.host_out_np[:b])
+        elif not bypass:
+            torch.from_numpy(out).copy_(head)
+        if bypass:
+            np.copyto(out, d.buf[:, d.start:d.start + b].T)
+        o.start += b
+        d.start += b
+        return count
+
+    def _frames(self, count: int) -> None:
+        c, n, m, hop, r = self.c, self.n, self.m, self.hop, self.r
+        buf = self.inq.buf
+        view = buf.as_strided((count, c, n), (hop, buf.stride(0), 1),
+                              buf.storage_offset() + self.inq.start)
+        if self.kind == "dct":
+            coeffs = self.dct.dct3(view * self.wa)
+            if m < n:
+                coeffs = coeffs[..., :m]
+            if self.has_processors:
+                coeffs = self.processors(coeffs)
+            if m < n:
+                coeffs = torch.nn.functional.pad(coeffs, (0, n - m))
+            decoded = self.dct.dct2(coeffs) * self.ws
+        else:
+            coeffs = torch.matmul(view, self.enc_t)
+            if self.has_processors:
+                coeffs = self.processors(coeffs)
+            decoded = torch.matmul(coeffs, self.dec)
+        o = self.outq
+        o.reserve(count * hop)
+        hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].view(c, count + r - 1, hop)
+        parts = decoded.view(count, c, r, hop)
+        hops[:, r - 1:].copy_(parts[:, :, r - 1].transpose(0, 1))
+        for j in range(r - 1):
+            hops[:, j:j + count].add_(parts[:, :, j].transpose(0, 1))
+        o.end += count * hop
+
+
+# --- the engine --------------------------------------------------------------------------------
 
 class Engine:
     """Streaming encoder/processor/decoder engine with constant, minimal latency.
@@ -115,48 +448,73 @@ class Engine:
         processors: ordered coefficient processors (models.processors.Chain).
         samplerate: Hz, for processor statistics (bitrate) and ms conversions.
         device: torch device for the tensors; CUDA uses pinned host buffers.
+        fast_path: (keyword) "auto": the FFT DCT whenever the model is exactly the DCT pair and
+            it measured faster on that device (CPU: scipy's pocketfft; CUDA: none yet, matrix
+            products); "off": always matrix products; "scipy" / "torch": that DCT whenever the
+            model is the DCT pair (scipy needs the numpy backend, torch the torch backend).
+        backend: (keyword) "auto": numpy on CPU, torch elsewhere; "torch" on CPU runs the CUDA
+            code path on the CPU (tests).
 
-    Latency: ``latency_samples = algorithmic_latency_samples + buffering_latency_samples``
-    = (N - H) + (H - gcd(B, H)); an impulse at input sample t comes out at t + latency_samples.
+    Latency: ``latency_samples = algorithmic_latency_samples + buffering_latency_samples
+    + processor_latency_samples`` = (N - H) + (H - gcd(B, H)) + what the processors report
+    (0 for the built-ins); an impulse at input sample t comes out at t + latency_samples.
+    ``transform`` names the transform in use ("matmul", "dct-scipy", "dct-torch") and
+    ``transform_reason`` why.
     """
 
     def __init__(self, model: LearnedCosine, hop: int, window: str = "sqrt_hann",
                  blocksize: int = 0, channels: int = 1, processors=None,
-                 samplerate: int = 48000, device: str | torch.device = "cpu"):
+                 samplerate: int = 48000, device: str | torch.device = "cpu", *,
+                 fast_path: str = "auto", backend: str = "auto"):
         n = model.n
         if hop <= 0 or n % hop:
             raise ValueError(f"hop {hop} must divide the frame size {n}")
         if blocksize < 0 or channels < 1:
             raise ValueError("blocksize must be >= 0 and channels >= 1")
+        if fast_path not in FAST_PATHS:
+            raise ValueError(f"fast_path {fast_path!r} unknown; allowed: {' | '.join(FAST_PATHS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} unknown; allowed: {' | '.join(BACKENDS)}")
         self.device = torch.device(device)
+        if backend == "auto":
+            backend = "numpy" if self.device.type == "cpu" else "torch"
+        if backend == "numpy" and self.device.type != "cpu":
+            raise ValueError("the numpy backend runs on cpu only")
+        if (fast_path, backend) in (("scipy", "torch"), ("torch", "numpy")):
+            raise ValueError(f"fast_path {fast_path!r} needs the "
+                             f"{'numpy' if fast_path == 'scipy' else 'torch'} backend")
         self.model = model.to(self.device).eval()
         self.dtype = model.encoder.rest.dtype
         self.frame_size, self.hop, self.blocksize, self.channels = n, hop, blocksize, channels
         self.samplerate = samplerate
+        self.fast_path = fast_path
         self.processors = processors if processors is not None else processor_registry.build_chain([])
         self.processors.to(self.device)
         self.processors.prepare(samplerate, hop, model.m)
-        wa, ws = window_pair(window, n, hop)
-        self._window_analysis = torch.as_tensor(wa, dtype=torch.float64, device=self.device)
-        self._window_synthesis = torch.as_tensor(ws, dtype=torch.float64, device=self.device)
-        self._folded_from = None
-        self._enc_t = self._dec = None
+        self._window_analysis, self._window_synthesis = window_pair(window, n, hop)
 
         self.algorithmic_latency_samples = lat.algorithmic_latency_samples(n, hop)
         self.buffering_latency_samples = lat.buffering_latency_samples(hop, blocksize)
-        self.latency_samples = self.algorithmic_latency_samples + self.buffering_latency_samples
+        # what processors add (lookahead, say) delays the wet path; the dry path must match it
+        self.processor_latency_samples = int(self.processors.latency_samples)
+        self.latency_samples = (self.algorithmic_latency_samples + self.buffering_latency_samples
+                                + self.processor_latency_samples)
+        self._boundary_slack = hop - lat.block_granularity(hop, blocksize)
 
-        cuda = self.device.type == "cuda"
-        capacity = 2 * (n + max(blocksize, 4096))
-        self._in = _Queue(channels, capacity, self.dtype, self.device)
-        self._out = _Queue(channels, capacity, torch.float32, "cpu", pin=cuda)
-        self._dry = _Queue(channels, capacity, torch.float32, "cpu")
-        # (R - 1) hops of overlap-add still waiting for later frames, R = N / H.
-        self._tail = torch.zeros(channels, n // hop - 1, hop, dtype=self.dtype, device=self.device)
-        self._ola = torch.empty(channels, 0, hop, dtype=self.dtype, device=self.device)
-        self._staging = torch.zeros(max(blocksize, 1), channels, dtype=torch.float32).pin_memory() \
-            if cuda else None
+        if backend == "numpy":
+            self._kernel = _NumpyKernel(channels, n, model.m, hop, self.dtype, blocksize,
+                                        self.processors)
+        else:
+            self._kernel = _TorchKernel(channels, n, model.m, hop, self.dtype, blocksize,
+                                        self.processors, self.device)
+        self.backend = backend
+        self._params = list(self.model.parameters())
+        self._fingerprint = None
+        self._dct = None                   # the DCT implementation, made on first need
+        self.transform = "matmul"
+        self.transform_reason = ""
         self.bypass = False
+        self._refresh()
         self.reset()
 
     @classmethod
@@ -177,10 +535,8 @@ class Engine:
     def reset(self) -> None:
         """Forget all signal history (as if freshly built); statistics restart at zero."""
         with torch.inference_mode():
-            self._in.reset(self.algorithmic_latency_samples)
-            self._out.reset(self.buffering_latency_samples)
-            self._dry.reset(self.latency_samples)
-            self._tail.zero_()
+            self._kernel.reset(self.algorithmic_latency_samples, self.buffering_latency_samples,
+                               self.latency_samples)
         self.samples_in = 0
         self.nan_events = 0
         self.nan_samples = 0
@@ -200,23 +556,54 @@ class Engine:
         return {"engine_samples": self.latency_samples,
                 "algorithmic_samples": self.algorithmic_latency_samples,
                 "buffering_samples": self.buffering_latency_samples,
+                "processor_samples": self.processor_latency_samples,
                 "engine_ms": self.latency_samples * ms, "blocksize": self.blocksize,
                 "samplerate": self.samplerate}
 
-    # --- processing ----------------------------------------------------------------------------
+    # --- transform choice ----------------------------------------------------------------------
 
-    def _folded_matrices(self):
-        """(analysis window * W1)^T of shape (N, M) and W2 * synthesis window of shape (M, N),
-        recomputed only when the model's cached matrices changed."""
-        enc, dec = self.model.encoder.matrix(), self.model.decoder.matrix()
-        if self._folded_from is None or self._folded_from[0] is not enc \
-                or self._folded_from[1] is not dec:
-            wa = self._window_analysis.to(enc.dtype)
-            ws = self._window_synthesis.to(dec.dtype)
-            self._enc_t = (enc * wa).T.contiguous()
-            self._dec = (dec * ws).contiguous()
-            self._folded_from = (enc, dec)
-        return self._enc_t, self._dec
+    def _param_fingerprint(self) -> tuple:
+        return tuple((p._version, p.data_ptr()) for p in self._params)
+
+    def _refresh(self) -> None:
+        """Rebuild the folded matrices from the model's (cached) matrices and choose the
+        transform; runs at construction and whenever a parameter changed."""
+        self._fingerprint = self._param_fingerprint()
+        with torch.no_grad():
+            enc, dec = self.model.encoder.matrix(), self.model.decoder.matrix()
+            wa = torch.as_tensor(self._window_analysis, dtype=enc.dtype, device=enc.device)
+            ws = torch.as_tensor(self._window_synthesis, dtype=dec.dtype, device=dec.device)
+            enc_t = (enc * wa).T.contiguous()
+            dec_f = (dec * ws).contiguous()
+        kind, dct, reason = "matmul", None, "fast path off"
+        if self.fast_path != "off":
+            kind, dct, reason = self._choose_fast_path(enc, dec)
+        self._kernel.set_transform(kind, enc_t, dec_f, self._window_analysis,
+                                   self._window_synthesis, dct)
+        self.transform = f"dct-{dct.name}" if kind == "dct" else "matmul"
+        self.transform_reason = reason
+
+    def _choose_fast_path(self, enc, dec):
+        ok, reason = fastpath.dct_pair_ok(self.model)
+        if not ok:
+            return "matmul", None, reason
+        use = self.fast_path
+        if use == "auto":
+            # measured: pocketfft beats the matrix products on CPU at every batch size; on CUDA
+            # no measurement yet (benchmarks/gpu.py), so cuBLAS stays the default there
+            use = "scipy" if self.backend == "numpy" else None
+            if use is None:
+                return "matmul", None, reason + f"; no DCT measured faster on {self.device.type}"
+        try:
+            if self._dct is None or self._dct.name != use:
+                self._dct = fastpath.ScipyDCT() if use == "scipy" else fastpath.TorchDCT()
+            if not fastpath.matrices_match(enc, dec):
+                return "matmul", None, "the model's matrices differ from the DCT pair"
+        except ImportError:
+            return "matmul", None, reason + "; scipy is not installed (pip install scipy)"
+        return "dct", self._dct, reason
+
+    # --- processing ----------------------------------------------------------------------------
 
     def _check(self, block) -> np.ndarray:
         if not isinstance(block, np.ndarray):
@@ -227,17 +614,19 @@ class Engine:
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise EngineInputError(f"block shape is {block.shape}; expected (frames, "
                                    f"{self.channels}) for this {self.channels}-channel engine")
-        if block.shape[0] and not lat.boundary_ok(self.frame_size, self.hop, self.blocksize,
-                                                  self.samples_in + block.shape[0]):
+        if block.shape[0] and (self.samples_in + block.shape[0]) % self.hop > self._boundary_slack:
             raise EngineInputError(
                 f"a block of {block.shape[0]} frames breaks this engine's schedule for blocksize "
                 f"{self.blocksize}; give blocks of {self.blocksize} frames or build the engine "
                 f"with blocksize=0 for varying sizes")
-        if not math.isfinite(float(block.sum())):
+        with np.errstate(invalid="ignore", over="ignore"):   # NaN/Inf are handled right here
+            total = float(block.sum())
+        if not math.isfinite(total):
             bad = ~np.isfinite(block)
-            self.nan_events += 1
-            self.nan_samples += int(bad.sum())
-            block = np.where(bad, np.float32(0), block)
+            if bad.any():
+                self.nan_events += 1
+                self.nan_samples += int(bad.sum())
+                block = np.where(bad, np.float32(0), block)
         return block
 
     def process(self, block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -254,79 +643,62 @@ class Engine:
         frames = block.shape[0]
         if out is None:
             out = np.empty_like(block)
+        elif out.shape != block.shape:
+            raise EngineInputError(f"out has shape {out.shape}; it must have the block's shape "
+                                   f"{block.shape}")
         if frames == 0:
             return out
-        with torch.inference_mode():
-            host_in = torch.from_numpy(block).T
-            self._dry.reserve(frames).copy_(host_in)
-            self._dry.commit(frames)
-            if self._staging is not None:
-                staged = self._staging[:frames] if frames <= self._staging.shape[0] \
-                    else torch.empty(frames, self.channels).pin_memory()
-                staged.copy_(torch.from_numpy(block))
-                host_in = staged.T
-            self._in.reserve(frames).copy_(host_in, non_blocking=True)
-            self._in.commit(frames)
-            self.samples_in += frames
-            self._run_frames()
-            dst = torch.from_numpy(out).T
-            if self.device.type == "cuda":
-                torch.cuda.current_stream(self.device).synchronize()
-            src = self._dry if self.bypass else self._out
-            dst.copy_(src.head(frames))
-            self._out.drop(frames)
-            self._dry.drop(frames)
+        if self._param_fingerprint() != self._fingerprint:
+            self._refresh()
+        if self._kernel.name == "torch":
+            with torch.inference_mode():
+                count = self._kernel.process(block, out, self.bypass)
+        else:
+            count = self._kernel.process(block, out, self.bypass)
+        self.samples_in += frames
+        self.frames_processed += count * self.channels
         self.calls += 1
         return out
 
-    def _run_frames(self) -> None:
-        n, hop = self.frame_size, self.hop
-        available = len(self._in)
-        if available < n:
-            return
-        count = (available - n) // hop + 1
-        queued = self._in.buf
-        frames = queued.as_strided((self.channels, count, n),
-                                   (queued.stride(0), hop, 1),
-                                   queued.storage_offset() + self._in.start)
-        enc_t, dec = self._folded_matrices()
-        coeffs = (frames @ enc_t).transpose(0, 1)              # (F, C, M)
-        if self.processors:
-            coeffs = self.processors(coeffs)
-        decoded = (coeffs.transpose(0, 1) @ dec).view(self.channels, count, n // hop, hop)
-        self._in.drop(count * hop)
-        self._overlap_add(decoded, count)
-        self.frames_processed += count * self.channels
-
-    def _overlap_add(self, decoded: torch.Tensor, count: int) -> None:
-        """Sum F decoded frames (C, F, R, H) into hops; F hops become final, R - 1 stay pending."""
-        overlap = self._tail.shape[1]
-        span = count + overlap
-        if self._ola.shape[1] < span:
-            self._ola = torch.empty(self.channels, 2 * span, self.hop, dtype=self.dtype,
-                                    device=self.device)
-        hops = self._ola[:, :span]
-        hops[:, :overlap] = self._tail
-        hops[:, overlap:].zero_()
-        for r in range(overlap + 1):
-            # part r of frame f lands on hop f + r
-            hops[:, r:r + count] += decoded[:, :, r]
-        self._tail.copy_(hops[:, count:])
-        final = hops[:, :count].reshape(self.channels, count * self.hop)
-        self._out.reserve(final.shape[1]).copy_(final, non_blocking=True)
-        self._out.commit(final.shape[1])
-
     # --- whole signals -------------------------------------------------------------------------
 
-    def render(self, signal: np.ndarray, chunk_frames: int = 1 << 16) -> np.ndarray:
+    def render(self, signal: np.ndarray, chunk_frames: int = 1 << 18) -> np.ndarray:
         """Process a whole (frames, channels) float32 signal; the output is aligned with the
-        input (latency removed) and has its length. Uses large chunks: memory is bounded by
-        ``chunk_frames``, not by the signal's length. The engine is reset before and after."""
+        input (latency removed) and has its length. Uses large chunks: the engine's working
+        memory is bounded by ``chunk_frames`` (about 100 bytes per frame and channel), not by
+        the signal's length. The engine is reset before and after.
+
+        Same output as collecting ``render_chunks``; each chunk's output is written straight
+        into its place in the result (no intermediate copies). Large chunks make large matrix
+        products, which multithreaded BLAS runs more efficiently (measured on 2 cores: 1.5x
+        the raw products' time with chunks of 2**16 frames, 1.2x with 2**18).
+        """
+        if self.blocksize != 0:
+            raise ValueError("render needs an engine built with blocksize=0")
+        if chunk_frames < 1:
+            raise ValueError("chunk_frames must be >= 1")
+        total, delay = signal.shape[0], self.latency_samples
         out = np.empty_like(signal)
-        pos = 0
-        for piece in self.render_chunks(iter_chunks(signal, chunk_frames), signal.shape[0]):
-            out[pos:pos + piece.shape[0]] = piece
-            pos += piece.shape[0]
+        self.reset()
+        fed = 0
+        flush = None
+        while fed < total + delay:
+            if fed < total:
+                piece = signal[fed:fed + chunk_frames]
+            else:
+                if flush is None:
+                    flush = np.zeros((min(4096, delay) or 1, signal.shape[1]), np.float32)
+                piece = flush[:total + delay - fed]
+            lo, hi = fed - delay, fed - delay + piece.shape[0]      # output rows this call makes
+            if lo >= 0 and hi <= total:
+                self.process(piece, out=out[lo:hi])
+            else:
+                done = self.process(piece)
+                a, b = max(lo, 0), min(hi, total)
+                if a < b:
+                    out[a:b] = done[a - lo:b - lo]
+            fed += piece.shape[0]
+        self.reset()
         return out
 
     def render_chunks(self, chunks, total_frames: int):

@@ -62,3 +62,22 @@ class NotAModule:
 def make_gain(gain: float = 1.0):
     """A function, not a class: must be refused."""
     return Gain(gain)
+
+
+class OneFrameLookahead(torch.nn.Module):
+    """Delays the coefficients by one frame and reports it: latency_samples = one hop."""
+
+    def __init__(self, hop: int = 256):
+        super().__init__()
+        self.latency_samples = hop
+        self.previous = None
+
+    def forward(self, coeffs):
+        if self.previous is None or self.previous.shape[1:] != coeffs.shape[1:]:
+            self.previous = torch.zeros_like(coeffs[:1])
+        joined = torch.cat([self.previous, coeffs])
+        self.previous = joined[-1:].clone()
+        return joined[:-1]
+
+    def reset(self):
+        self.previous = None

@@ -94,14 +94,18 @@ def test_impulse_comes_out_exactly_latency_samples_later(blocksize):
         assert np.abs(y[:, 1]).max() == 0.0
 
 
+@pytest.mark.parametrize("overrides", [(), ("frame.hop=128", "model.coefficients=384"),
+                                       ("frame.size=256", "frame.hop=64", "model.coefficients=200",
+                                        "model.decoder=free")],
+                         ids=["dct-fast-path", "matmul", "matmul-4-overlaps"])
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=1500), min_size=1, max_size=25),
        st.integers(min_value=0, max_value=2 ** 31))
-def test_output_does_not_depend_on_partition(sizes, seed):
+def test_output_does_not_depend_on_partition(overrides, sizes, seed):
     rng = np.random.default_rng(seed)
     signal = rng.uniform(-1, 1, (sum(sizes) + 1, 2)).astype(np.float32)
-    reference = make_engine(0, 2).process(signal)
-    engine = make_engine(0, 2)
+    reference = make_engine(0, 2, overrides).process(signal)
+    engine = make_engine(0, 2, overrides)
     pieces, pos = [], 0
     for size in sizes + [1]:
         pieces.append(engine.process(np.ascontiguousarray(signal[pos:pos + size])))
@@ -247,3 +251,18 @@ def test_latency_report_and_checkpoint_model(tmp_path):
     assert report["engine_ms"] == pytest.approx(448 / 48)
     with pytest.raises(stream.UserError, match="coefficients = 256 but the config asks for 512"):
         Engine.from_config(stream.load_config(overrides=[f"model.checkpoint={path}"]))
+
+
+def test_processor_latency_is_reported_and_bypass_matches_it():
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    spec = ['processors=[{type: "plugins_example:OneFrameLookahead", hop: 256}]']
+    for bypass in (False, True):
+        engine = make_engine(256, 1, spec)
+        assert engine.processor_latency_samples == 256
+        assert engine.latency_samples == 512 == engine.latency_report()["engine_samples"]
+        engine.bypass = bypass
+        x = np.zeros((256 * 16, 1), np.float32)
+        x[700] = 1.0
+        y = np.concatenate([engine.process(x[i:i + 256]) for i in range(0, x.shape[0], 256)])
+        assert int(np.argmax(np.abs(y[:, 0]))) == 700 + 512

@@ -1,0 +1,248 @@
+"""Peers benchmark (issue 8): the engine's whole-signal path next to the raw matrix products of
+the same frames and next to peer implementations, in one table of ratios.
+
+    pip install -e '.[bench]'        # asteroid-filterbanks and scipy (optional: rows are skipped)
+    python benchmarks/peers.py [--repeats 15] [--seconds 10] [--cli-minutes 10] [--skip-cli]
+
+Reference case: 10 s of mono noise at 48 kHz, N = M = 512, H = 256 (about 1875 frames),
+sqrt-Hann windows. Two parameter states: ``trained`` (every parameter perturbed by about 1e-3:
+the engine runs matrix products) and ``dct init`` (exactly the DCT pair: the engine picks its
+FFT fast path by itself). Every row of both states runs once per round, rounds rotated, medians
+over rounds; ratios are taken within the run.
+
+Rows:
+
+- ``engine.render``: the engine's whole-signal path (framing, transform, overlap-add, queues,
+  input checks, latency compensation) on the (T, 1) float32 array.
+- ``raw matmul numpy`` / ``raw matmul torch``: ``(frames @ W1w^T) @ W2w`` on the engine's frames
+  already framed (the windows folded into the matrices): the floor for a matrix-product engine.
+- ``raw DCT scipy``: ``scipy.fft.dct`` type III then II (ortho, all CPUs) on the same frames: the
+  floor for the fast path.
+- ``asteroid FreeFB``: ``asteroid_filterbanks.Encoder(FreeFB(M, N, H))`` then
+  ``Decoder(FreeFB(M, N, H))`` (conv1d / conv_transpose1d) on the (1, 1, T) signal, same N, H, M.
+- ``torch.stft/istft``: n_fft = N, hop = H, sqrt-Hann, one-sided (N/2 + 1 complex bins): the
+  usual FFT filterbank, a different transform, as a yardstick.
+
+Then the CLI: ``python run.py render in.wav out.wav`` of a ``--cli-minutes`` stereo 16-bit WAV
+(default config, and a checkpoint with trained parameters), as a real-time factor: audio
+seconds / wall seconds, both from the render report (file I/O included) and for the whole
+process (interpreter start and imports included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+sys.path.insert(0, ROOT)
+import stream  # noqa: E402
+from models import save_checkpoint  # noqa: E402
+from stream.engine import Engine  # noqa: E402
+from stream.windows import window_pair  # noqa: E402
+
+
+def perturb(model, scale=1e-3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def make_engine(cfg, trained: bool) -> Engine:
+    engine = Engine.from_config(cfg, blocksize=0, channels=1, device="cpu")
+    if trained:
+        perturb(engine.model)
+        engine.process(np.zeros((256, 1), np.float32))     # picks the path for these parameters
+        engine.reset()
+    return engine
+
+# a pause before each timed call, so that thread pools left spinning by the previous row
+# (torch's OpenMP, OpenBLAS) are idle: otherwise a row pays for its predecessor's pool
+SETTLE_S = 0.01
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    times = {k: [] for k in fns}
+    names = list(fns)
+    for i in range(repeats):
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            time.sleep(SETTLE_S)
+            t = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peer_rows(cfg, seconds: float, repeats: int):
+    sr, n, hop, m = cfg.audio.samplerate, cfg.frame.size, cfg.frame.hop, cfg.model.coefficients
+    total = int(seconds * sr)
+    x = (0.1 * np.random.default_rng(1).standard_normal((total, 1))).astype(np.float32)
+    notes = []
+    fns, labels = {}, {}
+    engines = {}
+    for state in ("trained", "dct init"):
+        e = engines[state] = make_engine(cfg, state == "trained")
+        k = e._kernel
+        count = (n - hop + total + e.latency_samples - n) // hop + 1
+        frames = (0.1 * np.random.default_rng(2).standard_normal((count, n))).astype(np.float32)
+        enc, dec = k.enc_t, k.dec
+        tf, te, td = torch.from_numpy(frames), torch.from_numpy(enc), torch.from_numpy(dec)
+        fns[(state, "engine.render")] = lambda e=e: e.render(x)
+        labels[(state, "engine.render")] = e.transform
+        fns[(state, "raw matmul numpy")] = lambda f=frames, a=enc, b=dec: (f @ a) @ b
+        fns[(state, "raw matmul torch")] = lambda f=tf, a=te, b=td: (f @ a) @ b
+        if state == "dct init":
+            try:
+                import scipy.fft as sfft
+                workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                    else os.cpu_count()
+                fns[(state, "raw DCT scipy")] = lambda f=frames: sfft.dct(
+                    sfft.dct(f, 3, norm="ortho", workers=workers), 2, norm="ortho",
+                    workers=workers, overwrite_x=True)
+            except ImportError:
+                notes.append("scipy not installed: no raw DCT row (pip install -e '.[bench]')")
+    signal = torch.from_numpy(np.ascontiguousarray(x[:, 0]))
+    try:
+        from asteroid_filterbanks import Decoder, Encoder, FreeFB
+        aenc = Encoder(FreeFB(n_filters=m, kernel_size=n, stride=hop, sample_rate=sr)).eval()
+        adec = Decoder(FreeFB(n_filters=m, kernel_size=n, stride=hop, sample_rate=sr)).eval()
+        wav = signal.view(1, 1, -1)
+
+        def asteroid():
+            with torch.inference_mode():
+                return adec(aenc(wav), length=total)
+        fns[("any", "asteroid FreeFB")] = asteroid
+    except ImportError:
+        notes.append("asteroid-filterbanks is not installed: no asteroid row "
+                     "(pip install -e '.[bench]' or pip install asteroid-filterbanks)")
+    wa, _ = window_pair(cfg.frame.window, n, hop)
+    window = torch.from_numpy(wa.astype(np.float32))
+
+    def stft_istft():
+        with torch.inference_mode():
+            spec = torch.stft(signal, n, hop, window=window, return_complex=True)
+            return torch.istft(spec, n, hop, window=window, length=total)
+    fns[("any", "torch.stft/istft")] = stft_istft
+    for f in fns.values():
+        f()
+    med = interleaved(fns, repeats)
+    return med, labels, notes, total, count
+
+
+def cli_render(cfg, minutes: float, workdir: str):
+    """RTF of `python run.py render` on a stereo 16-bit WAV: from the report and wall clock."""
+    import soundfile as sf
+    sr = cfg.audio.samplerate
+    frames = int(minutes * 60 * sr)
+    src = os.path.join(workdir, "in.wav")
+    rng = np.random.default_rng(3)
+    with sf.SoundFile(src, "w", samplerate=sr, channels=2, subtype="PCM_16") as f:
+        step = 1 << 20
+        for start in range(0, frames, step):
+            f.write((0.1 * rng.standard_normal((min(step, frames - start), 2))).astype(np.float32))
+    trained = make_engine(cfg, True).model
+    ckpt = os.path.join(workdir, "trained.pt")
+    save_checkpoint(trained, ckpt)
+    results = []
+    for state, extra in (("dct init", []), ("trained", ["--set", f"model.checkpoint={ckpt}"])):
+        out = os.path.join(workdir, f"out-{state.replace(' ', '-')}.wav")
+        report = out + ".json"
+        cmd = [sys.executable, os.path.join(ROOT, "run.py"), "render", src, out, "--overwrite",
+               "--report", report, "--set", "model.device=cpu", *extra]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            results.append((state, None, None, (proc.stderr or proc.stdout).strip()[-300:]))
+            continue
+        try:
+            with open(report) as fh:
+                rtf = json.load(fh).get("realtime_factor")
+        except (OSError, ValueError):
+            rtf = None
+        results.append((state, rtf, frames / sr / wall, None))
+    return frames / sr, results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--cli-minutes", type=float, default=10.0)
+    ap.add_argument("--skip-cli", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = stream.load_config(overrides=["model.device=cpu"])
+    print(f"# peers benchmark: torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"numpy {np.__version__}, {os.cpu_count()} CPUs, {platform.machine()}, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    med, labels, notes, total, count = peer_rows(cfg, args.seconds, args.repeats)
+    seconds = total / cfg.audio.samplerate
+    print(f"\n## {seconds:g} s mono, {cfg.audio.samplerate} Hz, N = M = {cfg.frame.size}, "
+          f"H = {cfg.frame.hop}: {count} frames; median of {args.repeats} interleaved rounds")
+    print(f"{'params':9} {'row':18} {'path':10} {'ms':>9} {'RTF':>7} {'/ raw matmul':>13} "
+          f"{'/ engine':>9}")
+    raw = {s: min(med[(s, "raw matmul numpy")], med[(s, "raw matmul torch")])
+           for s in ("trained", "dct init")}
+    for state in ("trained", "dct init"):
+        eng = med[(state, "engine.render")]
+        rows = [k for k in med if k[0] in (state, "any")]
+        for key in rows:
+            t = med[key]
+            print(f"{state:9} {key[1]:18} {labels.get(key, '-'):10} {1e3 * t:9.2f} "
+                  f"{seconds / t:7.0f} {t / raw[state]:13.2f} {t / eng:9.2f}")
+    for note in notes:
+        print(f"note: {note}")
+    tr, di = med[("trained", "engine.render")], med[("dct init", "engine.render")]
+    print("\ntargets:")
+    print(f"  trained: engine / raw matmul (best of numpy, torch) = {tr / raw['trained']:.3f}"
+          f"  (target <= 1.10)")
+    if ("any", "asteroid FreeFB") in med:
+        print(f"  trained: engine / asteroid FreeFB = {tr / med[('any', 'asteroid FreeFB')]:.3f}"
+              f"  (target <= 1.00)")
+    print(f"  dct init: fast path is {tr / di:.2f}x the matmul path (target >= 2)")
+    if ("dct init", "raw DCT scipy") in med:
+        print(f"  dct init: engine / raw DCT scipy = {di / med[('dct init', 'raw DCT scipy')]:.3f}")
+
+    if args.skip_cli:
+        print("\nCLI render: skipped (--skip-cli)")
+    else:
+        with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+            audio_s, results = cli_render(cfg, args.cli_minutes, tmp)
+        print(f"\n## CLI: python run.py render of {audio_s / 60:g} min stereo 16-bit WAV "
+              f"({cfg.audio.samplerate} Hz)")
+        fallback = False
+        for state, rtf, rtf_wall, err in results:
+            if err is not None:
+                fallback = True
+                print(f"{state:9} run.py render failed: {err}")
+            else:
+                print(f"{state:9} RTF {rtf:7.1f} (render report: read, engine, write)   "
+                      f"RTF {rtf_wall:7.1f} (whole process incl. start-up)")
+        if fallback:
+            x = (0.1 * np.random.default_rng(4).standard_normal(
+                (int(args.cli_minutes * 60 * cfg.audio.samplerate), 2))).astype(np.float32)
+            for state in ("dct init", "trained"):
+                e = Engine.from_config(cfg, blocksize=0, channels=2, device="cpu")
+                if state == "trained":
+                    perturb(e.model)
+                t = time.perf_counter()
+                e.render(x)
+                wall = time.perf_counter() - t
+                print(f"{state:9} engine.render on the array instead (no file I/O): "
+                      f"RTF {x.shape[0] / cfg.audio.samplerate / wall:7.1f}")
+    print(f"# load average {os.getloadavg()[0]:.1f} at end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
