@@ -37,9 +37,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import stream  # noqa: E402
 from stream.engine import Engine  # noqa: E402
-
-# a pause before each timed row, so that thread pools left spinning by the previous row are idle
-SETTLE_S = 0.01
+from benchmarks.timing import SETTLE_S, interleaved  # noqa: E402
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -144,15 +142,8 @@ def whole_signal(cfg, seconds, repeats, out):
     }
     for f in fns.values():
         f()
-    times = {k: [] for k in fns}
     names = list(fns)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            time.sleep(SETTLE_S)
-            t = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in interleaved(fns, repeats).items()}
     raw = min(med["raw numpy"], med["raw torch"])
     print(f"\n## whole signal: {seconds:g} s mono at {sr} Hz = {count} frames of {n}, "
           f"engine.render (default chunks of 2**18), {repeats} rounds", file=out)

@@ -31,24 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from models import LearnedCosine  # noqa: E402
-
-# a pause before each timed call, so that thread pools left spinning by the previous row
-# (torch's OpenMP, OpenBLAS) are idle: otherwise a row pays for its predecessor's pool
-SETTLE_S = 0.01
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Seconds per call: every function once per round, rounds rotated, ``repeats`` rounds."""
-    times = {k: [] for k in fns}
-    names = list(fns)
-    for i in range(repeats):
-        for k in names[i % len(names):] + names[:i % len(names)]:
-            time.sleep(SETTLE_S)
-            t = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t)
-    return times
-
+from benchmarks.timing import interleaved  # noqa: E402
 
 def med(ts):
     return statistics.median(ts)

@@ -49,6 +49,7 @@ import stream  # noqa: E402
 from models import save_checkpoint  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.windows import window_pair  # noqa: E402
+from benchmarks.timing import interleaved  # noqa: E402
 
 
 def perturb(model, scale=1e-3, seed=0):
@@ -65,23 +66,6 @@ def make_engine(cfg, trained: bool) -> Engine:
         engine.process(np.zeros((256, 1), np.float32))     # picks the path for these parameters
         engine.reset()
     return engine
-
-# a pause before each timed call, so that thread pools left spinning by the previous row
-# (torch's OpenMP, OpenBLAS) are idle: otherwise a row pays for its predecessor's pool
-SETTLE_S = 0.01
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    times = {k: [] for k in fns}
-    names = list(fns)
-    for i in range(repeats):
-        for k in names[i % len(names):] + names[:i % len(names)]:
-            time.sleep(SETTLE_S)
-            t = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
 
 def peer_rows(cfg, seconds: float, repeats: int):
     sr, n, hop, m = cfg.audio.samplerate, cfg.frame.size, cfg.frame.hop, cfg.model.coefficients
@@ -135,7 +119,7 @@ def peer_rows(cfg, seconds: float, repeats: int):
     fns[("any", "torch.stft/istft")] = stft_istft
     for f in fns.values():
         f()
-    med = interleaved(fns, repeats)
+    med = {k: statistics.median(v) for k, v in interleaved(fns, repeats).items()}
     return med, labels, notes, total, count
 
 

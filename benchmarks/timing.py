@@ -1,0 +1,22 @@
+"""Side-by-side timing shared by the benchmark scripts."""
+from __future__ import annotations
+
+import time
+
+# a pause before each timed call, so that thread pools left spinning by the previous row
+# (torch's OpenMP, OpenBLAS) are idle: otherwise a row pays for its predecessor's pool
+SETTLE_S = 0.01
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Seconds per call, as lists: every function once per round, the order rotated each round,
+    ``repeats`` rounds, so that drift on a shared machine hits every row alike."""
+    times = {k: [] for k in fns}
+    names = list(fns)
+    for i in range(repeats):
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            time.sleep(SETTLE_S)
+            t = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t)
+    return times
