@@ -158,6 +158,7 @@ def status_printer(stream=None):
 def devices(config_path, overrides):
     """List audio devices: index, name, host API, input/output channels, default rate, defaults."""
     from stream.devices import query_devices
+    load(config_path, overrides)        # a bad config is reported here as everywhere
     rows = query_devices()
     for r in rows:
         r["default"] = ("in " if r["default_input"] else "") + ("out" if r["default_output"] else "")
