@@ -61,8 +61,7 @@ def dct_pair_ok(model) -> tuple[bool, str]:
     dec = model.decoder
     if dec.mode == "free" and dec.basis.grid_k != n:
         return False, "the free decoder's grid is not the N-point DCT grid"
-    # Cheap necessary condition first: trained frequencies are (almost always) nonzero offsets,
-    # and at_init() builds a whole fresh model (tens of ms).
+    # frequencies first, so that the reason says which parameters moved
     offsets = [enc.freq_offset_bins] + ([dec.basis.freq_offset_bins] if dec.mode == "free" else [])
     if any(bool(o.detach().ne(0).any()) for o in offsets):
         return False, "the frequencies were trained (parameters not at init)"
