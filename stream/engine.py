@@ -98,6 +98,11 @@ class _Queue:
         self.buf[:, :prefill + self.pending] = 0
         self.start, self.end = 0, prefill
 
+    def ready_frames(self, frame_size: int, hop: int) -> int:
+        """How many whole frames, one every ``hop`` samples from ``start``, are queued."""
+        available = self.end - self.start
+        return (available - frame_size) // hop + 1 if available >= frame_size else 0
+
     def reserve(self, n: int) -> None:
         """Make room for ``n`` more samples after ``end + pending``."""
         cap = self.buf.shape[1]
@@ -210,10 +215,8 @@ class _NumpyKernel:
         self._reserve_input(b)
         np.copyto(q.buf[:, q.end:q.end + b], block.T)
         q.end += b
-        count = 0
-        available = q.end - q.start
-        if available >= self.n:
-            count = (available - self.n) // self.hop + 1
+        count = q.ready_frames(self.n, self.hop)
+        if count:
             self._frames(count)
             q.start += count * self.hop
         o = self.outq
@@ -381,10 +384,8 @@ class _TorchKernel:
         q.reserve(b)
         q.buf[:, q.end:q.end + b].copy_(dev_in.T)
         q.end += b
-        count = 0
-        available = q.end - q.start
-        if available >= self.n:
-            count = (available - self.n) // self.hop + 1
+        count = q.ready_frames(self.n, self.hop)
+        if count:
             self._frames(count)
             q.start += count * self.hop
         o = self.outq
