@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import stream  # noqa: E402
 from stream.engine import Engine  # noqa: E402
-from benchmarks.timing import SETTLE_S, interleaved  # noqa: E402
+from benchmarks.timing import SETTLE_S, interleaved, machine_line  # noqa: E402
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -168,9 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-whole", action="store_true")
     args = ap.parse_args(argv)
     cfg = stream.load_config(overrides=["model.device=cpu"])
-    print(f"# engine benchmark: torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"numpy {np.__version__}, {os.cpu_count()} CPUs, {platform.machine()}, "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(machine_line("engine"))
     if not args.skip_per_call:
         per_call(cfg, args.channels, args.repeats, sys.stdout)
     if not args.skip_whole:

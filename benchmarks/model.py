@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from models import LearnedCosine  # noqa: E402
-from benchmarks.timing import interleaved  # noqa: E402
+from benchmarks.timing import interleaved, machine_line  # noqa: E402
 
 def med(ts):
     return statistics.median(ts)
@@ -92,8 +91,7 @@ def main(argv=None) -> int:
     n = args.n
     sizes = sorted(int(s) for s in args.loop_sizes.split(","))
 
-    print(f"# model benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, {platform.machine()}, load {os.getloadavg()[0]:.1f}")
+    print(machine_line("model"))
     def vectorised(size):
         model = LearnedCosine(size, size)
         frame = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, size).astype(np.float32))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import stream  # noqa: E402
 from models import save_checkpoint  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.windows import window_pair  # noqa: E402
-from benchmarks.timing import interleaved  # noqa: E402
+from benchmarks.timing import interleaved, machine_line  # noqa: E402
 
 
 def perturb(model, scale=1e-3, seed=0):
@@ -166,9 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-cli", action="store_true")
     args = ap.parse_args(argv)
     cfg = stream.load_config(overrides=["model.device=cpu"])
-    print(f"# peers benchmark: torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"numpy {np.__version__}, {os.cpu_count()} CPUs, {platform.machine()}, "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(machine_line("peers"))
     med, labels, notes, total, count = peer_rows(cfg, args.seconds, args.repeats)
     seconds = total / cfg.audio.samplerate
     print(f"\n## {seconds:g} s mono, {cfg.audio.samplerate} Hz, N = M = {cfg.frame.size}, "

@@ -1,7 +1,12 @@
 """Side-by-side timing shared by the benchmark scripts."""
 from __future__ import annotations
 
+import os
+import platform
 import time
+
+import numpy as np
+import torch
 
 # a pause before each timed call, so that thread pools left spinning by the previous row
 # (torch's OpenMP, OpenBLAS) are idle: otherwise a row pays for its predecessor's pool
@@ -20,3 +25,10 @@ def interleaved(fns: dict, repeats: int) -> dict:
             fns[k]()
             times[k].append(time.perf_counter() - t)
     return times
+
+
+def machine_line(name: str) -> str:
+    """The header every benchmark prints: versions, threads, CPUs and the load it started under."""
+    return (f"# {name} benchmark: torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"numpy {np.__version__}, {os.cpu_count()} CPUs, {platform.machine()}, "
+            f"load average {os.getloadavg()[0]:.1f} at start")
