@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 import stream
 from stream import latency as lat
 from stream.engine import Engine, EngineInputError, build_model
-from models import processors as procs
 
 BLOCKSIZES = [1, 32, 64, 100, 256, 441, 512, 1024, 4096, 0]
 
