@@ -8,9 +8,11 @@ import time
 import numpy as np
 import torch
 
-# a pause before each timed call, so that thread pools left spinning by the previous row
-# (torch's OpenMP, OpenBLAS) are idle: otherwise a row pays for its predecessor's pool
-SETTLE_S = 0.01
+# a pause before each timed call, so that thread pools left spinning by the previous row are
+# idle: otherwise a row pays for its predecessor's pool. OpenBLAS's threads (numpy and scipy
+# each load their own) spin for 50-100 ms after a product; measured on 2 cores, a product
+# after a 10 or 50 ms pause took 2x as long as after a 100 or 200 ms one.
+SETTLE_S = 0.2
 
 
 def interleaved(fns: dict, repeats: int) -> dict:

@@ -38,12 +38,19 @@ from models import LearnedCosine, load_checkpoint
 from models.checkpoint import CheckpointError
 from models import processors as processor_registry
 from stream import fastpath
+from stream.hopgemm import HopProducts
 from stream import latency as lat
 from stream.errors import UserError
 from stream.windows import window_pair
 
 FAST_PATHS = ("auto", "off", "scipy", "torch")
 BACKENDS = ("auto", "numpy", "torch")
+
+
+def _all_finite(block: np.ndarray) -> bool:
+    """No NaN or Inf in ``block``. max and min propagate NaN and reach +-Inf: two SIMD passes,
+    cheaper than one sum (pairwise) or an isfinite mask."""
+    return not block.size or (math.isfinite(block.max()) and math.isfinite(block.min()))
 
 
 class EngineInputError(UserError, ValueError):
@@ -164,13 +171,14 @@ class _NumpyKernel:
         self._frames_cap = 0
         self._alloc(max(1, -(-max(blocksize, 1) // hop)) + 1)
         self.kind = "matmul"
-        self.enc_t = self.dec = self.wa = self.ws = self.dct = None
+        self.enc_t = self.dec = self.wa = self.ws = self.dct = self.hop_products = None
 
     def _alloc(self, count: int) -> None:
         self._frames_cap = count
         shape = (count, self.c, self.n)
         self.fbuf = np.zeros(shape, self.np_dtype)      # frames (matmul) / frames + coefficients (dct)
         self.cbuf = np.zeros((count, self.c, self.m), self.np_dtype)
+        self.cbuf_by_channel = self.cbuf.reshape(self.c, count, self.m)   # same memory
         self.dbuf = np.zeros(shape, self.np_dtype)      # decoded frames
 
     def set_transform(self, kind: str, enc_t: torch.Tensor, dec: torch.Tensor,
@@ -183,6 +191,12 @@ class _NumpyKernel:
         self.wa = wa.astype(self.np_dtype)
         self.ws = ws.astype(self.np_dtype)
         self.dct = dct
+        self.hop_products = None
+        if kind == "matmul":
+            try:
+                self.hop_products = HopProducts(self.enc_t, self.dec, self.hop)
+            except (ImportError, RuntimeError):
+                pass            # numpy's matmul on framed copies: same results, more passes
 
     def reset(self, in_prefill: int, out_prefill: int, dry_prefill: int) -> None:
         self.has_processors = bool(self.processors)
@@ -233,6 +247,9 @@ class _NumpyKernel:
         if count > self._frames_cap:
             self._alloc(2 * count)
         q = self.inq
+        if self.hop_products is not None and not self.has_processors:
+            self._hop_split_frames(count)
+            return
         # every ready frame as a (count, C, N) view of the input queue: frame f of channel ch
         # starts at q.start + f * hop
         if count == 1:
@@ -295,6 +312,79 @@ class _NumpyKernel:
                 target = hops[:, j:j + count]
                 np.add(target, parts[:, :, j].transpose(1, 0, 2), out=target)
         o.end += count * hop
+
+    def _hop_split_frames(self, count: int) -> None:
+        """Matrix products straight from the input queue into the output queue
+        (stream.hopgemm): no framed copy, no decoded frames, the overlap-add inside the
+        decoder's product. Coefficients are internal here (no processors), so they are kept
+        channel by channel."""
+        q, o, hop, span = self.inq, self.outq, self.hop, (count + self.r - 1) * self.hop
+        o.reserve(count * hop)
+        for ch in range(self.c):
+            coeffs = self.cbuf_by_channel[ch, :count]
+            self.hop_products.encode(q.buf[ch, q.start:q.start + span].reshape(-1, hop), coeffs)
+            self.hop_products.decode_add(coeffs, o.buf[ch, o.end:o.end + span].reshape(-1, hop))
+        o.end += count * hop
+
+    def can_render_in_place(self, signal: np.ndarray) -> bool:
+        """Whether :meth:`render_whole` can read ``signal`` (T, C) and write its output in
+        place: the hop-split products (no processors), one channel (BLAS needs each channel's
+        samples at unit stride), C-contiguous, the model's dtype."""
+        return (self.hop_products is not None and not self.has_processors and self.c == 1
+                and signal.dtype == self.np_dtype and signal.flags.c_contiguous)
+
+    def render_whole(self, signal: np.ndarray, out: np.ndarray, chunk_frames: int) -> int:
+        """An aligned whole-signal render with no queues: ``out[i]`` aligned with ``signal[i]``,
+        the same frames and sums as :meth:`process` over the whole signal and its latency flush
+        (the engine's frame grid starts N - H samples before the signal). Needs
+        :meth:`can_render_in_place` and at least R hops of signal (returns 0 otherwise, having
+        done nothing); returns the frames computed (per channel).
+
+        Frame k covers hops k-R+1 .. k of the signal (hop h = samples hH .. hH+H-1) and adds its
+        part j to hop k-R+1+j. The interior frames (k = R-1 .. T//H - 1, every hop inside the
+        signal) read ``signal`` and overlap-add into ``out`` in place, ``chunk_frames`` samples'
+        worth per product. The R-1 head frames (zeros before the signal) and the tail frames
+        (zeros after it) then go through one small product on a scratch copy of their hops,
+        and their sums are added on top of the interior's.
+        """
+        hop, r = self.hop, self.r
+        total = signal.shape[0]
+        full = total // hop                     # whole hops in the signal
+        hops = -(-total // hop)                 # hops with any signal in them
+        count = full - (r - 1)                  # interior frames
+        if count < 1:
+            return 0
+        x, y = signal.reshape(-1), out.reshape(-1)
+        # interior, in place; the first product's pending rows 0 .. R-2 start from zero
+        y[:(r - 1) * hop] = 0
+        step = max(1, chunk_frames // hop)
+        if min(step, count) > self._frames_cap:
+            self._alloc(min(step, count))
+        for f0 in range(0, count, step):
+            f1 = min(count, f0 + step)
+            rows = slice(f0 * hop, (f1 + r - 1) * hop)
+            interior = self.cbuf_by_channel[0, :f1 - f0]
+            self.hop_products.encode(x[rows].reshape(-1, hop), interior)
+            self.hop_products.decode_add(interior, y[rows].reshape(-1, hop))
+        # edges, after the interior (the matrices are in cache by now): scratch hops, head =
+        # R-1 zero hops + hops 0 .. R-2, tail = hops full-R+1 .. hops+R-2 (signal, then zeros);
+        # the R-1 frames that straddle the seam between the two are computed and zeroed
+        head_rows, tail_rows = 2 * (r - 1), hops - full + 2 * (r - 1)
+        edge = np.zeros((head_rows + tail_rows, hop), self.np_dtype)
+        edge[r - 1:head_rows] = x[:(r - 1) * hop].reshape(r - 1, hop)
+        tail_start = (full - (r - 1)) * hop
+        edge.reshape(-1)[head_rows * hop:head_rows * hop + total - tail_start] = x[tail_start:]
+        edge_frames = edge.shape[0] - (r - 1)
+        coeffs = np.empty((edge_frames, self.m), self.np_dtype)
+        self.hop_products.encode(edge, coeffs)
+        coeffs[r - 1:head_rows] = 0
+        edge_out = np.zeros_like(edge)
+        self.hop_products.decode_add(coeffs, edge_out)
+        y[:(r - 1) * hop] += edge_out[r - 1:head_rows].reshape(-1)
+        tail = edge_out.reshape(-1)[head_rows * hop:head_rows * hop + total - tail_start]
+        y[tail_start:full * hop] += tail[:full * hop - tail_start]
+        y[full * hop:] = tail[full * hop - tail_start:]
+        return count + edge_frames - (r - 1)
 
     def _processors(self, coeffs: np.ndarray) -> torch.Tensor:
         """The processor chain on a (F, C, M) tensor sharing ``coeffs``' memory."""
@@ -535,7 +625,11 @@ class Engine:
 
     def reset(self) -> None:
         """Forget all signal history (as if freshly built); statistics restart at zero."""
-        with torch.inference_mode():
+        if self._kernel.name == "torch":
+            with torch.inference_mode():
+                self._kernel.reset(self.algorithmic_latency_samples,
+                                   self.buffering_latency_samples, self.latency_samples)
+        else:
             self._kernel.reset(self.algorithmic_latency_samples, self.buffering_latency_samples,
                                self.latency_samples)
         self.samples_in = 0
@@ -620,9 +714,7 @@ class Engine:
                 f"a block of {block.shape[0]} frames breaks this engine's schedule for blocksize "
                 f"{self.blocksize}; give blocks of {self.blocksize} frames or build the engine "
                 f"with blocksize=0 for varying sizes")
-        with np.errstate(invalid="ignore", over="ignore"):   # NaN/Inf are handled right here
-            total = float(block.sum())
-        if not math.isfinite(total):
+        if not _all_finite(block):
             bad = ~np.isfinite(block)
             if bad.any():
                 self.nan_events += 1
@@ -663,7 +755,7 @@ class Engine:
 
     # --- whole signals -------------------------------------------------------------------------
 
-    def render(self, signal: np.ndarray, chunk_frames: int = 1 << 18) -> np.ndarray:
+    def render(self, signal: np.ndarray, chunk_frames: int = 1 << 19) -> np.ndarray:
         """Process a whole (frames, channels) float32 signal; the output is aligned with the
         input (latency removed) and has its length. Uses large chunks: the engine's working
         memory is bounded by ``chunk_frames`` (about 100 bytes per frame and channel), not by
@@ -680,12 +772,18 @@ class Engine:
             raise ValueError("chunk_frames must be >= 1")
         total, delay = signal.shape[0], self.latency_samples
         out = np.empty_like(signal)
+        if self._render_whole(signal, out, chunk_frames):     # uses none of the engine's state
+            self.reset()
+            return out
         self.reset()
         fed = 0
         flush = None
         while fed < total + delay:
             if fed < total:
-                piece = signal[fed:fed + chunk_frames]
+                # the first call takes just the first ``delay`` frames (their output is the
+                # latency, discarded), so that every later call writes in place into ``out``
+                end = min(total, fed + chunk_frames, delay if fed < delay else total)
+                piece = signal[fed:end]
             else:
                 if flush is None:
                     flush = np.zeros((min(4096, delay) or 1, signal.shape[1]), np.float32)
@@ -701,6 +799,19 @@ class Engine:
             fed += piece.shape[0]
         self.reset()
         return out
+
+    def _render_whole(self, signal: np.ndarray, out: np.ndarray, chunk_frames: int) -> bool:
+        """Let the kernel render ``signal`` in place when it can (one channel, matrix products
+        without processors, no bypass, every sample finite: NaN/Inf take the streaming path,
+        which replaces and counts them); False when it did nothing."""
+        k = self._kernel
+        if k.name != "numpy" or self.bypass:
+            return False
+        if self._param_fingerprint() != self._fingerprint:
+            self._refresh()
+        if not (k.can_render_in_place(signal) and _all_finite(signal)):
+            return False
+        return k.render_whole(signal, out, chunk_frames) > 0
 
     def render_chunks(self, chunks, total_frames: int):
         """Aligned rendering of a stream of (frames, channels) float32 chunks.
