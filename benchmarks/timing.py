@@ -15,13 +15,17 @@ import torch
 SETTLE_S = 0.2
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Seconds per call, as lists: every function once per round, the order rotated each round,
-    ``repeats`` rounds, so that drift on a shared machine hits every row alike."""
+def interleaved(fns: dict, repeats: int, seed: int = 0) -> dict:
+    """Seconds per call, as lists: every function once per round, ``repeats`` rounds, so that
+    drift on a shared machine hits every row alike. The order is shuffled each round (seeded):
+    a merely rotated order gives every row the same predecessor each round, and a row that
+    leaves thread pools or caches in a bad state would always charge the same neighbour."""
     times = {k: [] for k in fns}
     names = list(fns)
-    for i in range(repeats):
-        for k in names[i % len(names):] + names[:i % len(names)]:
+    rng = np.random.default_rng(seed)
+    for _ in range(repeats):
+        for i in rng.permutation(len(names)):
+            k = names[i]
             time.sleep(SETTLE_S)
             t = time.perf_counter()
             fns[k]()

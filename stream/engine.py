@@ -190,6 +190,7 @@ class _NumpyKernel:
         self.dec_torch = torch.from_numpy(self.dec)
         self.wa = wa.astype(self.np_dtype)
         self.ws = ws.astype(self.np_dtype)
+        self.ws_parts = self.ws.reshape(self.r, self.hop)
         self.dct = dct
         self.hop_products = None
         if kind == "matmul":
@@ -271,7 +272,6 @@ class _NumpyKernel:
             if m < n:
                 frames[..., m:] = 0
             self.dct.dct2(frames, decoded)
-            np.multiply(decoded, self.ws, out=decoded)
         else:
             rows = count * c
             if count == 1:
@@ -298,15 +298,17 @@ class _NumpyKernel:
         # counted from the first pending hop; the last part lands on fresh hops (assigned).
         o = self.outq
         o.reserve(count * hop)
-        if count == 1:
+        hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].reshape(c, count + r - 1, hop)
+        parts = decoded.reshape(count, c, r, hop)
+        if self.kind == "dct":
+            self._windowed_overlap_add(parts, hops)
+        elif count == 1:
             # one frame: its first N - H samples land on the pending hops, the rest is fresh
             span = o.buf[:, o.end:o.end + n]
             overlap = n - hop
             np.copyto(span[:, overlap:], decoded[0, :, overlap:])
             np.add(span[:, :overlap], decoded[0, :, :overlap], out=span[:, :overlap])
         else:
-            hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].reshape(c, count + r - 1, hop)
-            parts = decoded.reshape(count, c, r, hop)
             np.copyto(hops[:, r - 1:], parts[:, :, r - 1].transpose(1, 0, 2))
             for j in range(r - 1):
                 target = hops[:, j:j + count]
@@ -328,9 +330,10 @@ class _NumpyKernel:
 
     def can_render_in_place(self, signal: np.ndarray) -> bool:
         """Whether :meth:`render_whole` can read ``signal`` (T, C) and write its output in
-        place: the hop-split products (no processors), one channel (BLAS needs each channel's
-        samples at unit stride), C-contiguous, the model's dtype."""
-        return (self.hop_products is not None and not self.has_processors and self.c == 1
+        place: no processors, the hop-split products or the DCT, one channel (BLAS needs each
+        channel's samples at unit stride), C-contiguous, the model's dtype."""
+        return ((self.hop_products is not None or self.kind == "dct")
+                and not self.has_processors and self.c == 1
                 and signal.dtype == self.np_dtype and signal.flags.c_contiguous)
 
     def render_whole(self, signal: np.ndarray, out: np.ndarray, chunk_frames: int) -> int:
@@ -343,9 +346,9 @@ class _NumpyKernel:
         Frame k covers hops k-R+1 .. k of the signal (hop h = samples hH .. hH+H-1) and adds its
         part j to hop k-R+1+j. The interior frames (k = R-1 .. T//H - 1, every hop inside the
         signal) read ``signal`` and overlap-add into ``out`` in place, ``chunk_frames`` samples'
-        worth per product. The R-1 head frames (zeros before the signal) and the tail frames
-        (zeros after it) then go through one small product on a scratch copy of their hops,
-        and their sums are added on top of the interior's.
+        worth per call. The R-1 head frames (zeros before the signal) and the tail frames
+        (zeros after it) then go through one small call on a scratch copy of their hops, and
+        their sums are added on top of the interior's.
         """
         hop, r = self.hop, self.r
         total = signal.shape[0]
@@ -355,36 +358,70 @@ class _NumpyKernel:
         if count < 1:
             return 0
         x, y = signal.reshape(-1), out.reshape(-1)
-        # interior, in place; the first product's pending rows 0 .. R-2 start from zero
-        y[:(r - 1) * hop] = 0
         step = max(1, chunk_frames // hop)
-        if min(step, count) > self._frames_cap:
-            self._alloc(min(step, count))
+        head_rows, tail_rows = 2 * (r - 1), hops - full + 2 * (r - 1)
+        if max(min(step, count), head_rows + tail_rows) > self._frames_cap:
+            self._alloc(max(min(step, count), head_rows + tail_rows))
+        # interior, in place; the first call's pending rows 0 .. R-2 start from zero
+        y[:(r - 1) * hop] = 0
         for f0 in range(0, count, step):
-            f1 = min(count, f0 + step)
-            rows = slice(f0 * hop, (f1 + r - 1) * hop)
-            interior = self.cbuf_by_channel[0, :f1 - f0]
-            self.hop_products.encode(x[rows].reshape(-1, hop), interior)
-            self.hop_products.decode_add(interior, y[rows].reshape(-1, hop))
+            rows = slice(f0 * hop, (min(count, f0 + step) + r - 1) * hop)
+            self._hops(x[rows].reshape(-1, hop), y[rows].reshape(-1, hop))
         # edges, after the interior (the matrices are in cache by now): scratch hops, head =
         # R-1 zero hops + hops 0 .. R-2, tail = hops full-R+1 .. hops+R-2 (signal, then zeros);
-        # the R-1 frames that straddle the seam between the two are computed and zeroed
-        head_rows, tail_rows = 2 * (r - 1), hops - full + 2 * (r - 1)
+        # the R-1 frames that straddle the seam between the two contribute nothing
         edge = np.zeros((head_rows + tail_rows, hop), self.np_dtype)
+        if edge.shape[0] < r:
+            return count
         edge[r - 1:head_rows] = x[:(r - 1) * hop].reshape(r - 1, hop)
         tail_start = (full - (r - 1)) * hop
         edge.reshape(-1)[head_rows * hop:head_rows * hop + total - tail_start] = x[tail_start:]
-        edge_frames = edge.shape[0] - (r - 1)
-        coeffs = np.empty((edge_frames, self.m), self.np_dtype)
-        self.hop_products.encode(edge, coeffs)
-        coeffs[r - 1:head_rows] = 0
         edge_out = np.zeros_like(edge)
-        self.hop_products.decode_add(coeffs, edge_out)
+        self._hops(edge, edge_out, silent=slice(r - 1, head_rows))
         y[:(r - 1) * hop] += edge_out[r - 1:head_rows].reshape(-1)
         tail = edge_out.reshape(-1)[head_rows * hop:head_rows * hop + total - tail_start]
         y[tail_start:full * hop] += tail[:full * hop - tail_start]
         y[full * hop:] = tail[full * hop - tail_start:]
-        return count + edge_frames - (r - 1)
+        return count + edge.shape[0] - 2 * (r - 1)
+
+    def _hops(self, hops_in: np.ndarray, hops_out: np.ndarray, silent: slice | None = None):
+        """One channel, no processors: the frames of ``hops_in`` ((F + R - 1, H) rows, frame f =
+        rows f .. f+R-1) through the transform, overlap-added into ``hops_out`` (same shape):
+        rows 0 .. R-2 are added to, the rest overwritten. Frames in ``silent`` add nothing."""
+        r, hop = self.r, self.hop
+        count = hops_in.shape[0] - r + 1
+        if self.kind != "dct":
+            coeffs = self.cbuf_by_channel[0, :count]
+            self.hop_products.encode(hops_in, coeffs)
+            if silent is not None:
+                coeffs[silent] = 0
+            self.hop_products.decode_add(coeffs, hops_out)
+            return
+        it = self.item
+        view = np.ndarray((count, self.n), self.np_dtype, buffer=hops_in, strides=(hop * it, it))
+        frames, decoded = self.fbuf[:count, 0], self.dbuf[:count, 0]
+        np.multiply(view, self.wa, out=frames)
+        self.dct.dct3(frames, frames)
+        frames[:, self.m:] = 0
+        if silent is not None:
+            frames[silent] = 0
+        self.dct.dct2(frames, decoded)
+        self._windowed_overlap_add(decoded.reshape(count, 1, r, hop),
+                                   hops_out.reshape(1, count + r - 1, hop))
+
+    def _windowed_overlap_add(self, parts: np.ndarray, hops: np.ndarray) -> None:
+        """hops (C, F + R - 1, H) += the decoded frames ``parts`` (F, C, R, H) times the
+        synthesis window, part j of frame f on row f + j; rows R-1 .. are overwritten by the
+        last parts first. The window is applied on the way (one pass fewer than windowing the
+        frames first); ``parts`` is clobbered."""
+        r, count = self.r, parts.shape[0]
+        ws = self.ws_parts
+        np.multiply(parts[:, :, r - 1].transpose(1, 0, 2), ws[r - 1], out=hops[:, r - 1:])
+        for j in range(r - 1):
+            part = parts[:, :, j]
+            np.multiply(part, ws[j], out=part)
+            target = hops[:, j:j + count]
+            np.add(target, part.transpose(1, 0, 2), out=target)
 
     def _processors(self, coeffs: np.ndarray) -> torch.Tensor:
         """The processor chain on a (F, C, M) tensor sharing ``coeffs``' memory."""
@@ -755,7 +792,8 @@ class Engine:
 
     # --- whole signals -------------------------------------------------------------------------
 
-    def render(self, signal: np.ndarray, chunk_frames: int = 1 << 19) -> np.ndarray:
+    def render(self, signal: np.ndarray, chunk_frames: int = 1 << 19,
+               out: np.ndarray | None = None) -> np.ndarray:
         """Process a whole (frames, channels) float32 signal; the output is aligned with the
         input (latency removed) and has its length. Uses large chunks: the engine's working
         memory is bounded by ``chunk_frames`` (about 100 bytes per frame and channel), not by
@@ -764,14 +802,22 @@ class Engine:
         Same output as collecting ``render_chunks``; each chunk's output is written straight
         into its place in the result (no intermediate copies). Large chunks make large matrix
         products, which multithreaded BLAS runs more efficiently (measured on 2 cores: 1.5x
-        the raw products' time with chunks of 2**16 frames, 1.2x with 2**18).
+        the raw products' time with chunks of 2**16 frames, 1.2x with 2**18). One channel
+        without processors renders in place (``_NumpyKernel.render_whole``): no queues at all.
+
+        ``out``: optional float32 array of the signal's shape to write into (a fresh one
+        otherwise); reusing one spares the page faults of new memory on every call.
         """
         if self.blocksize != 0:
             raise ValueError("render needs an engine built with blocksize=0")
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
         total, delay = signal.shape[0], self.latency_samples
-        out = np.empty_like(signal)
+        if out is None:
+            out = np.empty_like(signal)
+        elif out.shape != signal.shape or out.dtype != signal.dtype or out is signal:
+            raise EngineInputError(f"out must be a new {signal.dtype} array of shape "
+                                   f"{signal.shape}, got {out.dtype} {out.shape}")
         if self._render_whole(signal, out, chunk_frames):     # uses none of the engine's state
             self.reset()
             return out

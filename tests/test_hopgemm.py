@@ -69,20 +69,22 @@ def test_a_blas_that_does_not_write_in_place_is_refused(monkeypatch):
 
 # --- the engine ---------------------------------------------------------------------------------
 
-def trained_engine(channels=1, blocksize=0, overrides=(), processors=None):
-    """An engine on the matrix-product path: every parameter moved a little off its init."""
+def trained_engine(channels=1, blocksize=0, overrides=(), processors=None, trained=True):
+    """An engine on the matrix-product path: every parameter moved a little off its init (with
+    ``trained=False``: at the DCT init, on the FFT fast path)."""
     cfg = stream.load_config(overrides=("model.device=cpu", *overrides))
     engine = Engine.from_config(cfg, blocksize=blocksize, channels=channels)
     if processors is not None:
         engine = Engine(engine.model, cfg.frame.hop, cfg.frame.window, blocksize, channels,
                         processors=processors)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in engine.model.parameters():
-            p.add_(1e-3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    if trained:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in engine.model.parameters():
+                p.add_(1e-3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
     engine.process(np.zeros((max(blocksize, 1), channels), np.float32))
     engine.reset()
-    assert engine.transform == "matmul"
+    assert engine.transform == ("matmul" if trained else "dct-scipy")
     return engine
 
 
@@ -106,13 +108,17 @@ def spy_whole(engine, monkeypatch):
 
 CONFIGS = {"2-overlaps": (), "4-overlaps": ("frame.size=256", "frame.hop=64", "model.coefficients=256"),
            "3-overlaps-M<N": ("frame.size=96", "frame.hop=32", "model.coefficients=40",
-                              "model.init=lowpass")}
+                              "model.init=lowpass"),
+           "no-overlap": ("frame.size=64", "frame.hop=64", "model.coefficients=64",
+                          "frame.window=rectangular")}
+STATES = {"matmul": True, "dct": False}
 
 
+@pytest.mark.parametrize("trained", STATES.values(), ids=STATES.keys())
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
 @pytest.mark.parametrize("length", [1, 300, 511, 512, 513, 1000, 4096, 20001])
-def test_whole_render_equals_streaming(overrides, length, monkeypatch):
-    engine = trained_engine(overrides=overrides)
+def test_whole_render_equals_streaming(overrides, length, trained, monkeypatch):
+    engine = trained_engine(overrides=overrides, trained=trained)
     calls = spy_whole(engine, monkeypatch)
     x = np.random.default_rng(length).uniform(-1, 1, (length, 1)).astype(np.float32)
     rendered = engine.render(x, chunk_frames=1500)      # several interior products
@@ -132,8 +138,9 @@ def test_whole_render_leaves_a_fresh_engine():
     np.testing.assert_array_equal(engine.render(x), first)
 
 
-def test_nan_and_inf_take_the_streaming_path(monkeypatch):
-    engine = trained_engine()
+@pytest.mark.parametrize("trained", STATES.values(), ids=STATES.keys())
+def test_nan_and_inf_take_the_streaming_path(trained, monkeypatch):
+    engine = trained_engine(trained=trained)
     calls = spy_whole(engine, monkeypatch)
     x = np.random.default_rng(5).uniform(-1, 1, (8000, 1)).astype(np.float32)
     bad = x.copy()
@@ -146,13 +153,14 @@ def test_nan_and_inf_take_the_streaming_path(monkeypatch):
     np.testing.assert_allclose(out, engine.render(clean), atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("trained", STATES.values(), ids=STATES.keys())
 @pytest.mark.parametrize("case", ["stereo", "processors", "bypass", "float64", "strided"])
-def test_whole_render_only_where_it_applies(case, monkeypatch):
+def test_whole_render_only_where_it_applies(case, trained, monkeypatch):
     from models import processors as registry
     kwargs = {"stereo": {"channels": 2},
               "processors": {"processors": registry.build_chain([{"type": "quantize", "bits": 8}])},
               "float64": {"overrides": ("model.dtype=float64",)}}.get(case, {})
-    engine = trained_engine(**kwargs)
+    engine = trained_engine(trained=trained, **kwargs)
     engine.bypass = case == "bypass"
     calls = spy_whole(engine, monkeypatch)
     x = np.random.default_rng(6).uniform(-1, 1, (6000, engine.channels)).astype(np.float32)
