@@ -1,7 +1,7 @@
-"""Engine benchmark (issue 3): time per ``engine.process`` call for block sizes 32..4096, and
-whole-signal throughput next to the raw matrix products of the same frames.
+"""Engine benchmark (issue 3): time per ``engine.process`` call for block sizes 32..4096, next
+to the raw matrix products of the same frames. (Whole signals: benchmarks/peers.py.)
 
-    python benchmarks/engine.py [--repeats 30] [--seconds 10] [--channels 2]
+    python benchmarks/engine.py [--repeats 30] [--channels 2]
 
 Everything is measured side by side in one run: rounds in which every variant runs once, in
 rotated order, medians over rounds (the machine may be shared and noisy; ratios of
@@ -17,10 +17,6 @@ Per call (default config: N = M = 512, H = 256, sqrt-Hann, 48 kHz, 2 channels):
   engine costs on top of its matrix products (framing, overlap-add, queues, checks).
 - Two parameter states: ``trained`` (parameters perturbed: the matrix-product path) and
   ``dct init`` (the FFT fast path, chosen automatically).
-
-Whole signal (``--seconds`` of mono noise, ``engine.render``): real-time factor (audio seconds
-per wall second) of the engine next to the raw matrix products of the same frames (numpy's,
-scipy's and torch's BLAS, into preallocated buffers), for both parameter states.
 """
 from __future__ import annotations
 
@@ -36,8 +32,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import stream  # noqa: E402
 from stream.engine import Engine  # noqa: E402
-from benchmarks.peers import raw_products  # noqa: E402
-from benchmarks.timing import SETTLE_S, interleaved, machine_line  # noqa: E402
+from benchmarks.timing import SETTLE_S, machine_line  # noqa: E402
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -97,6 +92,7 @@ def per_call(cfg, channels, repeats, out):
                     t = time.perf_counter()
                     engine.process(block, out=buf)
                     eng_t.append(time.perf_counter() - t)
+                time.sleep(SETTLE_S)           # the replay starts as cold as the engine did
                 for c in counts:
                     t = time.perf_counter()
                     if c:
@@ -121,56 +117,14 @@ def per_call(cfg, channels, repeats, out):
     return rows
 
 
-def whole_signal(cfg, seconds, repeats, out):
-    sr = cfg.audio.samplerate
-    total = int(seconds * sr)
-    x = (0.1 * np.random.default_rng(1).standard_normal((total, 1))).astype(np.float32)
-    engines = {"trained": engine_for(cfg, 0, 1, True), "dct init": engine_for(cfg, 0, 1, False)}
-    n, hop = cfg.frame.size, cfg.frame.hop
-    e = engines["trained"]
-    # frames the engine computes for the whole signal: prefill N - H, signal, latency flush
-    count = (n - hop + total + e.latency_samples - n) // hop + 1
-    frames = (0.1 * np.random.default_rng(2).standard_normal((count, n))).astype(np.float32)
-    k = e._kernel
-    fns = {
-        "engine trained": lambda: engines["trained"].render(x),
-        "engine dct init": lambda: engines["dct init"].render(x),
-    }
-    fns.update(raw_products(frames, k.enc_t, k.dec, np.empty((count, k.m), np.float32),
-                            np.empty((count, n), np.float32)))
-    for f in fns.values():
-        f()
-    names = list(fns)
-    med = {k: statistics.median(v) for k, v in interleaved(fns, repeats).items()}
-    raw = min(t for name, t in med.items() if name.startswith("raw"))
-    print(f"\n## whole signal: {seconds:g} s mono at {sr} Hz = {count} frames of {n}, "
-          f"engine.render (default chunks), {repeats} rounds", file=out)
-    print(f"{'variant':18} {'path':10} {'median ms':>10} {'RTF':>8} {'/ raw matmul':>13}", file=out)
-    for name in names:
-        path = engines[name[7:]].transform if name.startswith("engine") else "-"
-        print(f"{name:18} {path:10} {1e3 * med[name]:10.2f} {seconds / med[name]:8.0f} "
-              f"{med[name] / raw:13.2f}", file=out)
-    print(f"engine trained / raw matmul (fastest BLAS): "
-          f"{med['engine trained'] / raw:.3f}  (target <= 1.10)", file=out)
-    print(f"matmul path / fast path: {med['engine trained'] / med['engine dct init']:.2f}x "
-          f"(target >= 2)", file=out)
-    return med
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=30, help="rounds (default 30)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="whole-signal length (default 10)")
     ap.add_argument("--channels", type=int, default=2, help="channels per call (default 2)")
-    ap.add_argument("--skip-per-call", action="store_true")
-    ap.add_argument("--skip-whole", action="store_true")
     args = ap.parse_args(argv)
     cfg = stream.load_config(overrides=["model.device=cpu"])
     print(machine_line("engine"))
-    if not args.skip_per_call:
-        per_call(cfg, args.channels, args.repeats, sys.stdout)
-    if not args.skip_whole:
-        whole_signal(cfg, args.seconds, max(5, args.repeats // 2), sys.stdout)
+    per_call(cfg, args.channels, args.repeats, sys.stdout)
     print(f"# load average {os.getloadavg()[0]:.1f} at end")
     return 0
 

@@ -1,7 +1,7 @@
 """Peers benchmark (issue 8): the engine's whole-signal path next to the raw matrix products of
 the same frames and next to peer implementations, in one table of ratios.
 
-    pip install -e '.[bench]'        # asteroid-filterbanks and scipy (optional: rows are skipped)
+    pip install -e '.[bench]'        # asteroid-filterbanks (optional: its row is skipped)
     python benchmarks/peers.py [--repeats 21] [--seconds 10] [--cli-minutes 10] [--skip-cli]
 
 Reference case: 10 s of mono noise at 48 kHz, N = M = 512, H = 256 (about 1875 frames),
@@ -122,7 +122,7 @@ def peer_rows(cfg, seconds: float, repeats: int):
                     sfft.dct(f, 3, norm="ortho", workers=workers), 2, norm="ortho",
                     workers=workers, overwrite_x=True)
             except ImportError:
-                notes.append("scipy not installed: no raw DCT row (pip install -e '.[bench]')")
+                notes.append("scipy not installed: no raw DCT row (pip install scipy)")
     signal = torch.from_numpy(np.ascontiguousarray(x[:, 0]))
     try:
         from asteroid_filterbanks import Decoder, Encoder, FreeFB

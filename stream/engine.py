@@ -48,9 +48,14 @@ BACKENDS = ("auto", "numpy", "torch")
 
 
 def _all_finite(block: np.ndarray) -> bool:
-    """No NaN or Inf in ``block``. max and min propagate NaN and reach +-Inf: two SIMD passes,
-    cheaper than one sum (pairwise) or an isfinite mask."""
-    return not block.size or (math.isfinite(block.max()) and math.isfinite(block.min()))
+    """No NaN or Inf in ``block`` (False may also mean a sum that overflowed: callers look
+    closer). Small blocks (a live call): one sum, the cheapest single reduction call; large
+    ones: max and min, which propagate NaN and reach +-Inf in two SIMD passes, about half
+    the time of one pairwise sum (measured: 115 against 202 us for 10 s of stereo)."""
+    if block.size < 8192:
+        with np.errstate(invalid="ignore", over="ignore"):
+            return math.isfinite(float(block.sum()))
+    return math.isfinite(block.max()) and math.isfinite(block.min())
 
 
 class EngineInputError(UserError, ValueError):
@@ -153,6 +158,11 @@ class _NumpyKernel:
 
     name = "numpy"
     TORCH_GEMM_ROWS = 32
+    # The hop-split products (stream.hopgemm) save the framing copy and the overlap-add pass,
+    # which matters for large batches (files); they cost 2R BLAS calls per channel instead of
+    # two, which dominates a live call of one or two frames (measured at B = 256, 2 channels:
+    # 107 us per call against 47 us). Live block sizes up to 8192 samples at H = 256 stay below.
+    HOP_SPLIT_FRAMES = 32
 
     def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
                  blocksize: int, processors):
@@ -248,7 +258,8 @@ class _NumpyKernel:
         if count > self._frames_cap:
             self._alloc(2 * count)
         q = self.inq
-        if self.hop_products is not None and not self.has_processors:
+        if self.hop_products is not None and not self.has_processors \
+                and count >= self.HOP_SPLIT_FRAMES:
             self._hop_split_frames(count)
             return
         # every ready frame as a (count, C, N) view of the input queue: frame f of channel ch

@@ -32,7 +32,7 @@ Implementations:
 - CPU: scipy's pocketfft (``scipy.fft``) on numpy arrays, zero-copy, into preallocated buffers.
   The low-level ``pypocketfft.dct`` is used when present (it skips about 6 us of argument
   handling per call, which matters at small block sizes); otherwise ``scipy.fft.dct``.
-  scipy is optional: without it the engine stays on matrix products.
+  scipy is a dependency; should it be missing anyway, the engine stays on matrix products.
 - Any torch device: :func:`torch_dct2` / :func:`torch_dct3`, one complex FFT of length N per
   frame (Makhoul's reordering). On CPU they are slower than both pocketfft and the matrix
   products; on CUDA the engine defaults to matrix products (cuBLAS) until a GPU measurement

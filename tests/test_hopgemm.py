@@ -178,7 +178,7 @@ def test_per_call_products_equal_numpy_matmul_path():
         engine = trained_engine(channels=2, overrides=overrides)
         plain = trained_engine(channels=2, overrides=overrides)
         plain._kernel.hop_products = None
-        for b in (1, 100, 256, 3000):
+        for b in (1, 100, 256, 3000, 20000):
             got = np.concatenate([engine.process(x[i:i + b]) for i in range(0, 20000, b)])
             want = np.concatenate([plain.process(x[i:i + b]) for i in range(0, 20000, b)])
             np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
