@@ -14,12 +14,19 @@ The transform is chosen per parameter state (re-checked on every call, in about 
 from the parameters' version counters):
 
 - ``matmul``: the windows folded into the encoder/decoder matrices, so a call costs two matrix
-  products over all of its frames plus the overlap-add;
+  products over all of its frames plus the overlap-add. Without processors, calls of 32 frames
+  or more split the products along the hop (stream.hopgemm): frames are read from the input
+  queue in place and the overlap-add happens inside the decoder's product;
 - ``dct``: while the model is exactly the orthonormal DCT-III/DCT-II pair (stream.fastpath: DCT
   init on the N-point grid, parameters untouched), an FFT DCT replaces the two products and the
-  windows are applied on their own. Results equal the matmul path within float32 precision;
-  processors see the same coefficients. Any parameter change (optimiser step, loaded
-  checkpoint) switches back to ``matmul`` on the next call.
+  windows are applied on their own (the synthesis window inside the overlap-add). Results
+  equal the matmul path within float32 precision; processors see the same coefficients. Any
+  parameter change (optimiser step, loaded checkpoint) switches back to ``matmul`` on the
+  next call.
+
+Whole signals (:meth:`Engine.render`) go through the same calls in large chunks, except one
+channel without processors: the kernel then reads the frames from the signal and overlap-adds
+into the result in place, with no queues at all (``_NumpyKernel.render_whole``).
 
 Two kernels do the work. On CPU everything is numpy (queues, framing, BLAS matrix products,
 pocketfft DCT, overlap-add) with preallocated buffers; torch is touched only to hand the
@@ -309,16 +316,18 @@ class _NumpyKernel:
         # counted from the first pending hop; the last part lands on fresh hops (assigned).
         o = self.outq
         o.reserve(count * hop)
-        hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].reshape(c, count + r - 1, hop)
-        parts = decoded.reshape(count, c, r, hop)
-        if self.kind == "dct":
-            self._windowed_overlap_add(parts, hops)
-        elif count == 1:
+        if self.kind != "dct" and count == 1:
             # one frame: its first N - H samples land on the pending hops, the rest is fresh
             span = o.buf[:, o.end:o.end + n]
             overlap = n - hop
             np.copyto(span[:, overlap:], decoded[0, :, overlap:])
             np.add(span[:, :overlap], decoded[0, :, :overlap], out=span[:, :overlap])
+            o.end += hop
+            return
+        hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].reshape(c, count + r - 1, hop)
+        parts = decoded.reshape(count, c, r, hop)
+        if self.kind == "dct":
+            self._windowed_overlap_add(parts, hops)
         else:
             np.copyto(hops[:, r - 1:], parts[:, :, r - 1].transpose(1, 0, 2))
             for j in range(r - 1):
