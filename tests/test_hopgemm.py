@@ -6,6 +6,8 @@ import torch
 
 import stream
 from stream.engine import Engine
+import stream.blas
+from stream.blas import gemm_for
 from stream.hopgemm import HopProducts
 
 pytest.importorskip("scipy.linalg")
@@ -20,16 +22,29 @@ def framed(signal, n, hop, frames):
     return np.lib.stride_tricks.sliding_window_view(signal, n)[::hop][:frames]
 
 
+def backends():
+    available = []
+    for name in ("numpy", "scipy"):
+        try:
+            gemm_for(np.float32, (name,))
+            available.append(name)
+        except ImportError:
+            pass
+    return available
+
+
+@pytest.mark.parametrize("backend", backends())
 @pytest.mark.parametrize("n,hop,m", [(512, 256, 512), (256, 64, 200), (64, 64, 64), (48, 16, 30)],
                          ids=["2-overlaps", "4-overlaps-M<N", "no-overlap", "3-overlaps"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_products_equal_the_framed_products_and_overlap_add(n, hop, m, dtype):
+def test_products_equal_the_framed_products_and_overlap_add(n, hop, m, dtype, backend):
     rng = np.random.default_rng(0)
     r, frames = n // hop, 37
     enc_t = rng.standard_normal((n, m)).astype(dtype)
     dec = rng.standard_normal((m, n)).astype(dtype)
     signal = rng.standard_normal((frames + r - 1) * hop).astype(dtype)
-    products = HopProducts(enc_t, dec, hop)
+    products = HopProducts(enc_t, dec, hop, backends=(backend,))
+    assert products.gemm.name == backend
 
     coeffs = np.full((frames, m), np.nan, dtype)
     products.encode(signal.reshape(-1, hop), coeffs)
@@ -48,22 +63,32 @@ def test_products_equal_the_framed_products_and_overlap_add(n, hop, m, dtype):
     np.testing.assert_allclose(out.reshape(-1), expect, rtol=0, atol=tol * np.abs(expect).max())
 
 
-def test_a_blas_that_does_not_write_in_place_is_refused(monkeypatch):
+def test_the_engine_uses_numpys_own_blas_when_it_can():
+    """One OpenBLAS thread pool for the whole engine: the hop-split products use the library
+    np.matmul uses (numpy's PyPI wheels bundle it), else scipy's."""
+    engine = trained_engine()
+    expected = "numpy" if "numpy" in backends() else "scipy"
+    assert engine._kernel.hop_products.gemm.name == expected
+
+
+def test_a_gemm_that_does_not_write_in_place_is_refused(monkeypatch):
     from scipy.linalg import blas
     sgemm = blas.sgemm
 
     def copying_gemm(alpha, a, b, beta, c, overwrite_c=0):
         return sgemm(alpha, a, b, beta, np.array(c, order="F"), overwrite_c=1)
     monkeypatch.setattr(blas, "sgemm", copying_gemm)
-    with pytest.raises(RuntimeError, match="did not write into the given buffers"):
-        HopProducts(np.eye(8, dtype=np.float32), np.eye(8, dtype=np.float32), 4)
-    # the engine then stays on numpy's products, with the same output
+    monkeypatch.setattr(stream.blas, "_CACHE", {})
+    with pytest.raises(ImportError, match="no BLAS gemm with accumulation"):
+        gemm_for(np.float32, ("scipy",))
+    # with no usable gemm at all, the engine stays on numpy's products, with the same output
+    monkeypatch.setattr(stream.blas, "_numpy_openblas_gemm", lambda dtype: None)
     engine = trained_engine(channels=2)
     assert engine._kernel.hop_products is None
     monkeypatch.undo()
     reference = trained_engine(channels=2)
     assert reference._kernel.hop_products is not None
-    x = np.random.default_rng(1).uniform(-1, 1, (3000, 2)).astype(np.float32)
+    x = np.random.default_rng(1).uniform(-1, 1, (30000, 2)).astype(np.float32)
     np.testing.assert_allclose(engine.process(x), reference.process(x), atol=ATOL, rtol=0)
 
 
