@@ -55,14 +55,15 @@ BACKENDS = ("auto", "numpy", "torch")
 
 
 def _all_finite(block: np.ndarray) -> bool:
-    """No NaN or Inf in ``block`` (False may also mean a sum that overflowed: callers look
-    closer). Small blocks (a live call): one sum, the cheapest single reduction call; large
-    ones: max and min, which propagate NaN and reach +-Inf in two SIMD passes, about half
-    the time of one pairwise sum (measured: 115 against 202 us for 10 s of stereo)."""
-    if block.size < 8192:
-        with np.errstate(invalid="ignore", over="ignore"):
-            return math.isfinite(float(block.sum()))
-    return math.isfinite(block.max()) and math.isfinite(block.min())
+    """No NaN or Inf in ``block`` (False may also mean a sum of squares that overflowed: callers
+    look closer). One reduction: NaN and Inf reach any sum; the dot product of a contiguous
+    block with itself is BLAS's, the same pool as the engine's products, and measured faster
+    than numpy's pairwise sum or max and min (10 s of stereo: 73 against 202 and 115 us)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if block.flags.c_contiguous:
+            flat = block.reshape(-1)
+            return math.isfinite(np.dot(flat, flat))
+        return math.isfinite(block.sum())
 
 
 class EngineInputError(UserError, ValueError):
