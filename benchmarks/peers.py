@@ -2,7 +2,7 @@
 the same frames and next to peer implementations, in one table of ratios.
 
     pip install -e '.[bench]'        # asteroid-filterbanks (optional: its row is skipped)
-    python benchmarks/peers.py [--repeats 21] [--seconds 10] [--cli-minutes 10] [--skip-cli]
+    python benchmarks/peers.py [--repeats 31] [--seconds 10] [--cli-minutes 10] [--skip-cli]
 
 Reference case: 10 s of mono noise at 48 kHz, N = M = 512, H = 256 (about 1875 frames),
 sqrt-Hann windows. Two parameter states: ``trained`` (every parameter perturbed by about 1e-3:
@@ -190,7 +190,7 @@ def cli_render(cfg, minutes: float, workdir: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--repeats", type=int, default=31)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--cli-minutes", type=float, default=10.0)
     ap.add_argument("--skip-cli", action="store_true")
@@ -202,8 +202,10 @@ def main(argv=None) -> int:
     med, best = stats["median"], stats["best"]
     print(f"\n## {seconds:g} s mono, {cfg.audio.samplerate} Hz, N = M = {cfg.frame.size}, "
           f"H = {cfg.frame.hop}: {count} frames; {args.repeats} interleaved rounds")
-    print("median: of the rounds; best: the fastest round, the cost with nothing else running "
-          "(a shared machine slows some rounds down by up to 2x)")
+    print("median: of the rounds; best: the fastest round, the cost with nothing else running. "
+          "On a shared machine\nsome rounds run up to 2x slow whatever the row, which moves "
+          "medians by several %: read targets off\nthe best rounds (as Python's timeit advises) "
+          "and the medians for consistency")
     print(f"{'params':9} {'row':18} {'path':10} {'median ms':>10} {'best ms':>8} {'RTF':>6} "
           f"{'/ raw matmul':>13} {'(best)':>7} {'/ engine':>9}")
 
