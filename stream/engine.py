@@ -349,13 +349,16 @@ class _NumpyKernel:
             self.hop_products.decode_add(coeffs, o.buf[ch, o.end:o.end + span].reshape(-1, hop))
         o.end += count * hop
 
-    def can_render_in_place(self, signal: np.ndarray) -> bool:
-        """Whether :meth:`render_whole` can read ``signal`` (T, C) and write its output in
-        place: no processors, the hop-split products or the DCT, one channel (BLAS needs each
-        channel's samples at unit stride), C-contiguous, the model's dtype."""
+    def can_render_in_place(self, signal: np.ndarray, out: np.ndarray) -> bool:
+        """Whether :meth:`render_whole` can read ``signal`` (T, C) and write ``out`` in place:
+        no processors, the hop-split products or the DCT, one channel (BLAS needs each
+        channel's samples at unit stride), both arrays C-contiguous and aligned in the model's
+        dtype, and apart (the edge frames read the signal after the interior wrote ``out``)."""
         return ((self.hop_products is not None or self.kind == "dct")
                 and not self.has_processors and self.c == 1
-                and signal.dtype == self.np_dtype and signal.flags.c_contiguous)
+                and all(a.dtype == self.np_dtype and a.flags.c_contiguous and a.flags.aligned
+                        for a in (signal, out))
+                and not np.may_share_memory(signal, out))
 
     def render_whole(self, signal: np.ndarray, out: np.ndarray, chunk_frames: int) -> int:
         """An aligned whole-signal render with no queues: ``out[i]`` aligned with ``signal[i]``,
@@ -758,15 +761,18 @@ class Engine:
 
     # --- processing ----------------------------------------------------------------------------
 
-    def _check(self, block) -> np.ndarray:
+    def _check_array(self, block, what: str = "block") -> None:
         if not isinstance(block, np.ndarray):
-            raise EngineInputError(f"block must be a numpy array, got {type(block).__name__}")
+            raise EngineInputError(f"{what} must be a numpy array, got {type(block).__name__}")
         if block.dtype != np.float32:
-            raise EngineInputError(f"block dtype is {block.dtype}; the engine takes float32 "
-                                   f"(convert with block.astype(np.float32))")
+            raise EngineInputError(f"{what} dtype is {block.dtype}; the engine takes float32 "
+                                   f"(convert with {what}.astype(np.float32))")
         if block.ndim != 2 or block.shape[1] != self.channels:
-            raise EngineInputError(f"block shape is {block.shape}; expected (frames, "
+            raise EngineInputError(f"{what} shape is {block.shape}; expected (frames, "
                                    f"{self.channels}) for this {self.channels}-channel engine")
+
+    def _check(self, block) -> np.ndarray:
+        self._check_array(block)
         if block.shape[0] and (self.samples_in + block.shape[0]) % self.hop > self._boundary_slack:
             raise EngineInputError(
                 f"a block of {block.shape[0]} frames breaks this engine's schedule for blocksize "
@@ -833,12 +839,15 @@ class Engine:
             raise ValueError("render needs an engine built with blocksize=0")
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
+        self._check_array(signal, "signal")
         total, delay = signal.shape[0], self.latency_samples
         if out is None:
             out = np.empty_like(signal)
-        elif out.shape != signal.shape or out.dtype != signal.dtype or out is signal:
+        elif not isinstance(out, np.ndarray) or out.shape != signal.shape \
+                or out.dtype != signal.dtype or out is signal:
+            got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
             raise EngineInputError(f"out must be a new {signal.dtype} array of shape "
-                                   f"{signal.shape}, got {out.dtype} {out.shape}")
+                                   f"{signal.shape}, got {got}")
         if self._render_whole(signal, out, chunk_frames):     # uses none of the engine's state
             self.reset()
             return out
@@ -876,7 +885,7 @@ class Engine:
             return False
         if self._param_fingerprint() != self._fingerprint:
             self._refresh()
-        if not (k.can_render_in_place(signal) and _all_finite(signal)):
+        if not (k.can_render_in_place(signal, out) and _all_finite(signal)):
             return False
         return k.render_whole(signal, out, chunk_frames) > 0
 

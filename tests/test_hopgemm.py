@@ -179,6 +179,37 @@ def test_nan_and_inf_take_the_streaming_path(trained, monkeypatch):
 
 
 @pytest.mark.parametrize("trained", STATES.values(), ids=STATES.keys())
+@pytest.mark.parametrize("case", ["strided-out", "overlapping-out"])
+def test_whole_render_needs_its_own_contiguous_output(case, trained, monkeypatch):
+    engine = trained_engine(trained=trained)
+    calls = spy_whole(engine, monkeypatch)
+    x = np.random.default_rng(8).uniform(-1, 1, (6000, 1)).astype(np.float32)
+    expect = streamed(engine, x)
+    if case == "strided-out":
+        store = np.full((6000, 2), 7.0, np.float32)
+        out = engine.render(x, out=store[:, :1])
+        np.testing.assert_array_equal(store[:, 1], 7.0)         # the other column untouched
+    else:
+        x = x.copy()
+        out = engine.render(x, out=x[:])
+    assert calls == []
+    np.testing.assert_allclose(out, expect, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("signal,out,message", [
+    (np.zeros(600, np.float32), None, r"signal shape is \(600,\); expected \(frames, 1\)"),
+    (np.zeros((600, 2), np.float32), None, r"signal shape is \(600, 2\)"),
+    (np.zeros((600, 1)), None, "signal dtype is float64"),
+    (np.zeros((600, 1), np.float32), np.zeros((601, 1), np.float32), "out must be a new float32"),
+    (np.zeros((600, 1), np.float32), [0.0] * 600, "got list"),
+])
+def test_render_checks_its_arrays(signal, out, message):
+    from stream.engine import EngineInputError
+    with pytest.raises(EngineInputError, match=message):
+        trained_engine().render(signal, out=out)
+
+
+@pytest.mark.parametrize("trained", STATES.values(), ids=STATES.keys())
 @pytest.mark.parametrize("case", ["stereo", "processors", "bypass", "float64", "strided"])
 def test_whole_render_only_where_it_applies(case, trained, monkeypatch):
     from models import processors as registry
