@@ -326,14 +326,9 @@ class _NumpyKernel:
             o.end += hop
             return
         hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].reshape(c, count + r - 1, hop)
-        parts = decoded.reshape(count, c, r, hop)
-        if self.kind == "dct":
-            self._windowed_overlap_add(parts, hops)
-        else:
-            np.copyto(hops[:, r - 1:], parts[:, :, r - 1].transpose(1, 0, 2))
-            for j in range(r - 1):
-                target = hops[:, j:j + count]
-                np.add(target, parts[:, :, j].transpose(1, 0, 2), out=target)
+        # the matrix path has the synthesis window folded into its decoder already
+        self._overlap_add(decoded.reshape(count, c, r, hop), hops,
+                          self.ws_parts if self.kind == "dct" else None)
         o.end += count * hop
 
     def _hop_split_frames(self, count: int) -> None:
@@ -344,9 +339,8 @@ class _NumpyKernel:
         q, o, hop, span = self.inq, self.outq, self.hop, (count + self.r - 1) * self.hop
         o.reserve(count * hop)
         for ch in range(self.c):
-            coeffs = self.cbuf_by_channel[ch, :count]
-            self.hop_products.encode(q.buf[ch, q.start:q.start + span].reshape(-1, hop), coeffs)
-            self.hop_products.decode_add(coeffs, o.buf[ch, o.end:o.end + span].reshape(-1, hop))
+            self._hops(q.buf[ch, q.start:q.start + span].reshape(-1, hop),
+                       o.buf[ch, o.end:o.end + span].reshape(-1, hop), channel=ch)
         o.end += count * hop
 
     def can_render_in_place(self, signal: np.ndarray, out: np.ndarray) -> bool:
@@ -408,14 +402,16 @@ class _NumpyKernel:
         y[full * hop:] = tail[full * hop - tail_start:]
         return count + edge.shape[0] - 2 * (r - 1)
 
-    def _hops(self, hops_in: np.ndarray, hops_out: np.ndarray, silent: slice | None = None):
+    def _hops(self, hops_in: np.ndarray, hops_out: np.ndarray, silent: slice | None = None,
+              channel: int = 0):
         """One channel, no processors: the frames of ``hops_in`` ((F + R - 1, H) rows, frame f =
         rows f .. f+R-1) through the transform, overlap-added into ``hops_out`` (same shape):
-        rows 0 .. R-2 are added to, the rest overwritten. Frames in ``silent`` add nothing."""
+        rows 0 .. R-2 are added to, the rest overwritten. Frames in ``silent`` add nothing.
+        ``channel`` picks the coefficient buffer (the DCT path runs for one channel only)."""
         r, hop = self.r, self.hop
         count = hops_in.shape[0] - r + 1
         if self.kind != "dct":
-            coeffs = self.cbuf_by_channel[0, :count]
+            coeffs = self.cbuf_by_channel[channel, :count]
             self.hop_products.encode(hops_in, coeffs)
             if silent is not None:
                 coeffs[silent] = 0
@@ -430,20 +426,24 @@ class _NumpyKernel:
         if silent is not None:
             frames[silent] = 0
         self.dct.dct2(frames, decoded)
-        self._windowed_overlap_add(decoded.reshape(count, 1, r, hop),
-                                   hops_out.reshape(1, count + r - 1, hop))
+        self._overlap_add(decoded.reshape(count, 1, r, hop),
+                          hops_out.reshape(1, count + r - 1, hop), self.ws_parts)
 
-    def _windowed_overlap_add(self, parts: np.ndarray, hops: np.ndarray) -> None:
-        """hops (C, F + R - 1, H) += the decoded frames ``parts`` (F, C, R, H) times the
-        synthesis window, part j of frame f on row f + j; rows R-1 .. are overwritten by the
-        last parts first. The window is applied on the way (one pass fewer than windowing the
-        frames first); ``parts`` is clobbered."""
+    def _overlap_add(self, parts: np.ndarray, hops: np.ndarray, window=None) -> None:
+        """hops (C, F + R - 1, H) += the decoded frames ``parts`` (F, C, R, H), part j of frame
+        f on row f + j; rows R-1 .. are overwritten by the last parts first. ``window`` (R, H),
+        the synthesis window, is applied on the way (one pass fewer than windowing the frames
+        first; ``parts`` is then clobbered)."""
         r, count = self.r, parts.shape[0]
-        ws = self.ws_parts
-        np.multiply(parts[:, :, r - 1].transpose(1, 0, 2), ws[r - 1], out=hops[:, r - 1:])
+        last = parts[:, :, r - 1].transpose(1, 0, 2)
+        if window is None:
+            np.copyto(hops[:, r - 1:], last)
+        else:
+            np.multiply(last, window[r - 1], out=hops[:, r - 1:])
         for j in range(r - 1):
             part = parts[:, :, j]
-            np.multiply(part, ws[j], out=part)
+            if window is not None:
+                np.multiply(part, window[j], out=part)
             target = hops[:, j:j + count]
             np.add(target, part.transpose(1, 0, 2), out=target)
 
@@ -511,8 +511,9 @@ class _TorchKernel:
 
     def reset(self, in_prefill: int, out_prefill: int, dry_prefill: int) -> None:
         self.has_processors = bool(self.processors)
-        self.inq.reset(in_prefill)
-        self.outq.reset(out_prefill)
+        with torch.inference_mode():
+            self.inq.reset(in_prefill)
+            self.outq.reset(out_prefill)
         self.dry.reset(dry_prefill)
         if self.cuda:
             torch.cuda.current_stream(self.device).synchronize()
@@ -686,13 +687,8 @@ class Engine:
 
     def reset(self) -> None:
         """Forget all signal history (as if freshly built); statistics restart at zero."""
-        if self._kernel.name == "torch":
-            with torch.inference_mode():
-                self._kernel.reset(self.algorithmic_latency_samples,
-                                   self.buffering_latency_samples, self.latency_samples)
-        else:
-            self._kernel.reset(self.algorithmic_latency_samples, self.buffering_latency_samples,
-                               self.latency_samples)
+        self._kernel.reset(self.algorithmic_latency_samples, self.buffering_latency_samples,
+                           self.latency_samples)
         self.samples_in = 0
         self.nan_events = 0
         self.nan_samples = 0
@@ -720,6 +716,10 @@ class Engine:
 
     def _param_fingerprint(self) -> tuple:
         return tuple((p._version, p.data_ptr()) for p in self._params)
+
+    def _refresh_if_changed(self) -> None:
+        if self._param_fingerprint() != self._fingerprint:
+            self._refresh()
 
     def _refresh(self) -> None:
         """Rebuild the folded matrices from the model's (cached) matrices and choose the
@@ -805,8 +805,7 @@ class Engine:
                                    f"{block.shape}")
         if frames == 0:
             return out
-        if self._param_fingerprint() != self._fingerprint:
-            self._refresh()
+        self._refresh_if_changed()
         if self._kernel.name == "torch":
             with torch.inference_mode():
                 count = self._kernel.process(block, out, self.bypass)
@@ -883,8 +882,7 @@ class Engine:
         k = self._kernel
         if k.name != "numpy" or self.bypass:
             return False
-        if self._param_fingerprint() != self._fingerprint:
-            self._refresh()
+        self._refresh_if_changed()
         if not (k.can_render_in_place(signal, out) and _all_finite(signal)):
             return False
         return k.render_whole(signal, out, chunk_frames) > 0
