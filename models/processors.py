@@ -19,19 +19,17 @@ in ``stats()``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
-import re
 from collections.abc import Mapping
 
+import numpy as np
 import torch
+
+from models.plugins import PLUGIN_FORM, Plugin, Processor, check_plugin, construct, plain
 
 __all__ = ["Processor", "Quantize", "Band", "TopK", "Threshold", "Plugin", "Chain",
            "REGISTRY", "check_spec", "build", "build_chain"]
-
-PLUGIN_FORM = "package.module:ClassName"
-_PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 # ----------------------------------------------------------------------------- value checks
@@ -78,52 +76,6 @@ class _Checked:
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M
 
 
-def _plain(value):
-    """A statistic as a JSON-serialisable Python value (0-d tensors and numpy scalars -> numbers)."""
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if hasattr(value, "item") and not isinstance(value, (int, float, bool, str)):
-        return value.item()
-    return value
-
-
-# ----------------------------------------------------------------------------- base class
-
-class Processor(torch.nn.Module):
-    """Base for coefficient processors. Subclasses implement ``forward``; the rest defaults.
-
-    Built-in subclasses also declare ``KEYS``, their keyword arguments in order, each a
-    ``_Checked`` attribute; ``check`` validates them for ``check_spec``.
-    """
-
-    latency_samples: int = 0
-    KEYS: tuple[str, ...] = ()
-
-    def __init__(self):
-        super().__init__()
-        self.samplerate = 0       # Hz; 0 until prepare()
-        self.hop = 0              # samples between frames; 0 until prepare()
-        self.n_coefficients = 0   # M; 0 until prepare()
-
-    @classmethod
-    def check(cls, params: dict, n_coefficients: int) -> dict:
-        """``params`` (defaults already filled in) validated and normalised, in ``KEYS`` order.
-        Subclasses whose bounds depend on M override it."""
-        return {key: getattr(cls, key).check(key, params[key]) for key in cls.KEYS}
-
-    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
-        """Record the stream's format; called once before processing and clears statistics."""
-        self.samplerate, self.hop, self.n_coefficients = int(samplerate), int(hop), int(n_coefficients)
-        self.reset()
-
-    def reset(self) -> None:
-        """Clear running statistics and state (none by default)."""
-
-    def stats(self) -> dict:
-        """Statistics since the last reset, as plain floats/ints (none by default)."""
-        return {}
-
-
 class _Mask(Processor):
     """A processor that keeps some coefficients unchanged and zeroes the rest.
 
@@ -145,7 +97,7 @@ class _Mask(Processor):
 
     def stats(self) -> dict:
         """``kept_fraction``: coefficients kept / coefficients seen since reset (0.0 if none seen)."""
-        kept = float(_plain(self._kept))
+        kept = float(plain(self._kept))
         return {"kept_fraction": kept / self._seen if self._seen else 0.0}
 
 
@@ -380,121 +332,6 @@ class Threshold(_Mask):
 REGISTRY: dict[str, type] = {"quantize": Quantize, "band": Band, "topk": TopK, "threshold": Threshold}
 
 
-# ----------------------------------------------------------------------------- user plugins
-
-class Plugin(Processor):
-    """Gives a user's ``nn.Module`` the full processor surface.
-
-    ``prepare``/``reset``/``stats``/``latency_samples`` are forwarded when the plugin has them
-    and default otherwise. Reading or setting an attribute the wrapper lacks reaches the plugin
-    (``proc.gain = 0.5`` changes the plugin's gain). ``forward`` checks that the plugin kept the
-    shape, dtype and device, so a broken plugin fails with its name rather than in the decoder.
-    """
-
-    def __init__(self, module: torch.nn.Module, name: str):
-        super().__init__()
-        self.name = name
-        self.inner = module
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            inner = self.__dict__.get("_modules", {}).get("inner")   # absent while unpickling
-            if inner is None:
-                raise
-            return getattr(inner, name)
-
-    def __setattr__(self, name, value):
-        inner = self.__dict__.get("_modules", {}).get("inner")
-        if (inner is not None and name not in self.__dict__ and not hasattr(type(self), name)
-                and hasattr(inner, name)):
-            setattr(inner, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    @property
-    def latency_samples(self) -> int:
-        return int(getattr(self.inner, "latency_samples", 0))
-
-    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
-        # not Processor.prepare: its reset() would reach the plugin before its own prepare()
-        self.samplerate, self.hop, self.n_coefficients = int(samplerate), int(hop), int(n_coefficients)
-        if callable(getattr(self.inner, "prepare", None)):
-            self.inner.prepare(samplerate, hop, n_coefficients)
-
-    def reset(self) -> None:
-        if callable(getattr(self.inner, "reset", None)):
-            self.inner.reset()
-
-    def stats(self) -> dict:
-        if not callable(getattr(self.inner, "stats", None)):
-            return {}
-        return {str(k): _plain(v) for k, v in dict(self.inner.stats()).items()}
-
-    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
-        out = self.inner(coeffs)
-        if not (isinstance(out, torch.Tensor) and out.shape == coeffs.shape
-                and out.dtype == coeffs.dtype and out.device == coeffs.device):
-            got = (f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, torch.Tensor)
-                   else type(out).__name__)
-            raise RuntimeError(f"processor {self.name!r} returned {got} for "
-                               f"{tuple(coeffs.shape)} {coeffs.dtype} on {coeffs.device}; "
-                               f"a processor must keep shape, dtype and device")
-        return out
-
-
-def _plugin_class(type_name: str) -> type:
-    """Import ``package.module:ClassName`` and return the class, or raise ValueError/TypeError."""
-    head = f"type = {type_name!r}"
-    if not _PLUGIN_RE.match(type_name):
-        raise ValueError(f"{head}: malformed plugin reference; allowed: {PLUGIN_FORM}")
-    module_name, class_path = type_name.split(":")
-    try:
-        obj = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"{head}: cannot import module {module_name!r} ({e}); allowed: a module "
-                         f"importable from sys.path (pip install it or add its folder to "
-                         f"PYTHONPATH)") from None
-    except Exception as e:   # the plugin's own code failed while importing: say so, don't crash
-        raise ValueError(f"{head}: importing module {module_name!r} failed: "
-                         f"{type(e).__name__}: {e}") from None
-    for part in class_path.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"{head}: module {module_name!r} has no {class_path!r}; allowed: "
-                             f"a torch.nn.Module subclass defined in {module_name!r}")
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
-        what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__}"
-        raise TypeError(f"{head}: {class_path!r} is {what}, not a torch.nn.Module "
-                        f"subclass; allowed: a class deriving from torch.nn.Module")
-    return obj
-
-
-def _check_plugin(type_name: str, params: dict) -> dict:
-    cls = _plugin_class(type_name)
-    for key in params:
-        if not (isinstance(key, str) and key.isidentifier()):
-            raise TypeError(f"{key!r}: not a keyword name; allowed: identifiers such as gain")
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):   # no introspectable signature: construction will tell
-        return {"type": type_name, **params}
-    accepted = [n for n, p in signature.parameters.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    for key in params:
-        if key not in accepted and not takes_any:
-            raise ValueError(f"{key}: unknown key for {type_name}; allowed: "
-                             f"{', '.join(['type', *accepted])}")
-    try:
-        signature.bind(**params)
-    except TypeError as e:
-        raise TypeError(f"type = {type_name!r}: arguments do not fit {cls.__name__}{signature}: "
-                        f"{e}") from None
-    return {"type": type_name, **params}
-
-
 # ----------------------------------------------------------------------------- module API
 
 def check_spec(spec, n_coefficients: int) -> dict:
@@ -520,7 +357,7 @@ def check_spec(spec, n_coefficients: int) -> dict:
     if not isinstance(type_name, str):
         raise TypeError(f"type = {type_name!r}: not a string; allowed: {allowed_types}")
     if ":" in type_name:
-        return _check_plugin(type_name, params)
+        return check_plugin(type_name, params)
     cls = REGISTRY.get(type_name)
     if cls is None:
         raise ValueError(f"type = {type_name!r}: unknown processor; allowed: {allowed_types}")
@@ -548,13 +385,7 @@ def build(spec: dict) -> Processor:
     type_name = spec["type"]
     if type_name in REGISTRY:
         return REGISTRY[type_name](**params)
-    cls = _plugin_class(type_name)
-    try:
-        module = cls(**params)
-    except Exception as e:   # the plugin's constructor: name it in one line
-        raise ValueError(f"type = {type_name!r}: {cls.__name__}(**{params!r}) failed: "
-                         f"{type(e).__name__}: {e}") from e
-    return Plugin(module, type_name)
+    return construct(type_name, params)
 
 
 class Chain(torch.nn.Module):

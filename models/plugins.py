@@ -1,0 +1,284 @@
+"""User plugins: coefficient processors named ``"package.module:ClassName"`` in a config.
+
+A plugin is any ``torch.nn.Module`` subclass; only ``forward`` is required (docs/plugins.md has
+the contract). This module imports and checks plugin references for ``check_spec`` and builds
+them for ``build``, each failure reported as one line that starts with the offending key, in the
+``"key = value: what; allowed: ..."`` form every processor error uses:
+
+    _plugin_class("mypkg.fx:Gain")       the class, or ValueError/TypeError
+    check_plugin(type_name, params)      the spec with the keys bound and their types checked
+    construct(type_name, params)         ``Plugin`` around ``ClassName(**params)``
+
+``Processor`` is the base every processor derives from (the contract's defaults); ``Plugin``
+gives the user's module the full processor surface (``prepare``, ``reset``,
+``stats``, ``latency_samples``) and checks what its ``forward`` returns.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import types
+import typing
+
+import torch
+
+__all__ = ["Processor", "Plugin", "PLUGIN_FORM", "check_plugin", "construct", "plain"]
+
+PLUGIN_FORM = "package.module:ClassName"
+_PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def plain(value):
+    """A statistic as a JSON-serialisable Python value (0-d tensors and numpy scalars -> numbers)."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if hasattr(value, "item") and not isinstance(value, (int, float, bool, str)):
+        return value.item()
+    return value
+
+
+class Processor(torch.nn.Module):
+    """Base for coefficient processors: the surface the engine relies on (docs/plugins.md).
+
+    Subclasses implement ``forward(coeffs) -> coeffs`` on ``(frames, channels, M)`` tensors; the
+    rest defaults. Built-in subclasses also declare ``KEYS``, their keyword arguments in order,
+    each a checked attribute with a ``check(key, value)``; ``check`` validates them for
+    ``check_spec``.
+    """
+
+    latency_samples: int = 0
+    KEYS: tuple[str, ...] = ()
+
+    def __init__(self):
+        super().__init__()
+        self.samplerate = 0       # Hz; 0 until prepare()
+        self.hop = 0              # samples between frames; 0 until prepare()
+        self.n_coefficients = 0   # M; 0 until prepare()
+
+    @classmethod
+    def check(cls, params: dict, n_coefficients: int) -> dict:
+        """``params`` (defaults already filled in) validated and normalised, in ``KEYS`` order.
+        Subclasses whose bounds depend on M override it."""
+        return {key: getattr(cls, key).check(key, params[key]) for key in cls.KEYS}
+
+    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
+        """Record the stream's format (Hz, samples between frames, M) once before processing;
+        clears statistics."""
+        self.samplerate, self.hop, self.n_coefficients = int(samplerate), int(hop), int(n_coefficients)
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear running statistics and state (none by default)."""
+
+    def stats(self) -> dict:
+        """Statistics since the last reset, as plain floats/ints (none by default)."""
+        return {}
+
+
+class Plugin(Processor):
+    """Gives a user's ``nn.Module`` the full processor surface.
+
+    ``prepare``/``reset``/``stats``/``latency_samples`` are forwarded when the plugin has them
+    and default otherwise. Reading or setting an attribute the wrapper lacks reaches the plugin
+    (``proc.gain = 0.5`` changes the plugin's gain). ``forward`` checks that the plugin kept the
+    shape, dtype and device, so a broken plugin fails with its name rather than in the decoder.
+
+    Args:
+        module: the user's module, already constructed.
+        name: its config reference, ``"package.module:ClassName"`` (used in error messages).
+    """
+
+    def __init__(self, module: torch.nn.Module, name: str):
+        super().__init__()
+        self.name = name
+        self.inner = module
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("_modules", {}).get("inner")   # absent while unpickling
+            if inner is None:
+                raise
+            return getattr(inner, name)
+
+    def __setattr__(self, name, value):
+        inner = self.__dict__.get("_modules", {}).get("inner")
+        if (inner is not None and name not in self.__dict__ and not hasattr(type(self), name)
+                and hasattr(inner, name)):
+            setattr(inner, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def latency_samples(self) -> int:
+        """The plugin's ``latency_samples`` (samples), 0 when it has none."""
+        return int(getattr(self.inner, "latency_samples", 0))
+
+    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
+        """Record the format (Hz, samples, M) and pass it on when the plugin has ``prepare``."""
+        # no reset() here, unlike the built-ins: it would reach the plugin before its prepare()
+        self.samplerate, self.hop, self.n_coefficients = int(samplerate), int(hop), int(n_coefficients)
+        if callable(getattr(self.inner, "prepare", None)):
+            self.inner.prepare(samplerate, hop, n_coefficients)
+
+    def reset(self) -> None:
+        if callable(getattr(self.inner, "reset", None)):
+            self.inner.reset()
+
+    def stats(self) -> dict:
+        """The plugin's ``stats()`` with keys as strings and values as plain numbers; {} if none."""
+        if not callable(getattr(self.inner, "stats", None)):
+            return {}
+        return {str(k): plain(v) for k, v in dict(self.inner.stats()).items()}
+
+    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
+        out = self.inner(coeffs)
+        if not (isinstance(out, torch.Tensor) and out.shape == coeffs.shape
+                and out.dtype == coeffs.dtype and out.device == coeffs.device):
+            got = (f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, torch.Tensor)
+                   else type(out).__name__)
+            raise RuntimeError(f"processor {self.name!r} returned {got} for "
+                               f"{tuple(coeffs.shape)} {coeffs.dtype} on {coeffs.device}; "
+                               f"a processor must keep shape, dtype and device")
+        return out
+
+
+def _plugin_class(type_name: str) -> type:
+    """Import ``package.module:ClassName`` and return the class, or raise ValueError/TypeError."""
+    head = f"type = {type_name!r}"
+    if not _PLUGIN_RE.match(type_name):
+        raise ValueError(f"{head}: malformed plugin reference; allowed: {PLUGIN_FORM}")
+    module_name, class_path = type_name.split(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ValueError(f"{head}: cannot import module {module_name!r} ({e}); allowed: a module "
+                         f"importable from sys.path (pip install it or add its folder to "
+                         f"PYTHONPATH)") from None
+    except Exception as e:   # the plugin's own code failed while importing: say so, don't crash
+        raise ValueError(f"{head}: importing module {module_name!r} failed: "
+                         f"{_one_line(e)}") from None
+    for part in class_path.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{head}: module {module_name!r} has no {class_path!r}; allowed: "
+                             f"a torch.nn.Module subclass defined in {module_name!r}")
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+        what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        raise TypeError(f"{head}: {class_path!r} is {what}, not a torch.nn.Module "
+                        f"subclass; allowed: a class deriving from torch.nn.Module")
+    return obj
+
+
+def _one_line(error: BaseException) -> str:
+    """``"Type: message"`` on one line (a multi-line message is joined with " | ")."""
+    text = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# ----------------------------------------------------------------------------- annotation checks
+# YAML gives None, bool, int, float, str, list and dict; these are the annotations we can hold a
+# YAML value against. Anything else (torch.Tensor, a user class, list[int]'s items) is the
+# plugin's own business: it is not checked here, and its constructor reports it at build time.
+
+_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+           list: "a list", dict: "a mapping", type(None): "null"}
+
+
+def _accepts(kind: type, value) -> bool:
+    if kind is float:               # the numeric tower: an int is a fine float, a bool is neither
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _simple_kinds(annotation) -> tuple[type, ...] | None:
+    """The YAML types an annotation allows, or None when it is not one we can check."""
+    if annotation is None or annotation is type(None):
+        return (type(None),)
+    if annotation in _SIMPLE:
+        return (annotation,)
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict):                       # list[int], dict[str, float]: the outer type
+        return (origin,)
+    if origin is typing.Union or origin is types.UnionType:   # Optional[X], X | None, Union[...]
+        kinds = []
+        for member in typing.get_args(annotation):
+            member_kinds = _simple_kinds(member)
+            if member_kinds is None:
+                return None
+            kinds.extend(member_kinds)
+        return tuple(kinds)
+    return None
+
+
+def _check_annotations(type_name: str, cls: type, params: dict) -> None:
+    """Raise TypeError naming the key when a YAML value does not fit the constructor's annotation."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:   # unresolvable string annotations: nothing we can check
+        return
+    for key, value in params.items():
+        kinds = _simple_kinds(hints.get(key, inspect.Parameter.empty))
+        if kinds is None or any(_accepts(kind, value) for kind in kinds):
+            continue
+        allowed = " or ".join(dict.fromkeys(_SIMPLE[kind] for kind in kinds))
+        raise TypeError(f"{key} = {value!r}: wrong type for {type_name}; allowed: {allowed} "
+                        f"({cls.__name__} declares {key}: {_annotation_text(hints[key])})")
+
+
+def _annotation_text(annotation) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+# ----------------------------------------------------------------------------- spec and build
+
+def check_plugin(type_name: str, params: dict) -> dict:
+    """The checked spec ``{"type": type_name, **params}`` for a plugin reference.
+
+    Imports the class, refuses keys its constructor does not take, binds the keys against its
+    signature and holds each value against a simple annotation (int, float, bool, str, list,
+    dict, Optional/unions of these). Raises ValueError/TypeError with one line that starts with
+    the offending key (or ``type = ...`` for the reference itself).
+    """
+    cls = _plugin_class(type_name)
+    for key in params:
+        if not (isinstance(key, str) and key.isidentifier()):
+            raise TypeError(f"{key!r}: not a keyword name; allowed: identifiers such as gain")
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):   # no introspectable signature: construction will tell
+        return {"type": type_name, **params}
+    accepted = [n for n, p in signature.parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for key in params:
+        if key not in accepted and not takes_any:
+            raise ValueError(f"{key}: unknown key for {type_name}; allowed: "
+                             f"{', '.join(['type', *accepted])}")
+    try:
+        signature.bind(**params)
+    except TypeError as e:
+        raise TypeError(f"type = {type_name!r}: arguments do not fit {cls.__name__}{signature}: "
+                        f"{e}") from None
+    _check_annotations(type_name, cls, params)
+    return {"type": type_name, **params}
+
+
+def construct(type_name: str, params: dict) -> Plugin:
+    """``Plugin(ClassName(**params))``; whatever the constructor raises becomes one ValueError line
+    ``"type = 'pkg.mod:Cls': Cls(gain=0.5) failed: ZeroDivisionError: ..."`` (cause chained)."""
+    cls = _plugin_class(type_name)
+    try:
+        module = cls(**params)
+    except Exception as e:   # the plugin's constructor: name it in one line
+        arguments = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        raise ValueError(f"type = {type_name!r}: {cls.__name__}({arguments}) failed: "
+                         f"{_one_line(e)}") from e
+    return Plugin(module, type_name)
