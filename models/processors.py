@@ -12,9 +12,14 @@ Built-ins are looked up by name in ``REGISTRY``; anything else is a user plugin 
 ``"package.module:ClassName"``. ``check_spec`` validates one config entry, ``build`` makes the
 processor, ``build_chain`` makes the ordered ``Chain`` the engine runs.
 
-``forward`` runs inside the real-time audio callback: built-ins avoid Python loops over frames
-and GPU->CPU synchronisation, accumulate statistics in small tensors, and reduce them lazily
-in ``stats()``.
+``forward`` runs inside the real-time audio callback, usually on one or two frames: there each
+torch operation costs a few microseconds of dispatch, far more than its arithmetic on 1024
+values. So every built-in has two routes with bit-identical results: a numpy route on the
+tensor's memory (``coeffs.numpy()``, no copy) for CPU float32/float64 tensors that do not
+require grad (the engine's case), and the torch route for everything else (CUDA, training with
+autograd, other dtypes). ``Chain`` passes the numpy array from one built-in to the next. Both
+routes avoid Python loops over frames and GPU->CPU synchronisation and keep statistics in small
+preallocated counters reduced lazily in ``stats()``.
 """
 
 from __future__ import annotations
@@ -76,23 +81,49 @@ class _Checked:
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M
 
 
-class _Mask(Processor):
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def _numpy_route(coeffs: torch.Tensor) -> bool:
+    """True when a built-in may compute on ``coeffs.numpy()``: a plain CPU float32/float64 tensor
+    that does not require grad (no autograd graph to build; tensor subclasses keep torch)."""
+    return (type(coeffs) is torch.Tensor and coeffs.is_cpu and not coeffs.requires_grad
+            and coeffs.dtype in _NUMPY_DTYPES)
+
+
+class _Builtin(Processor):
+    """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array)`` for the CPU
+    route; both return a new array/tensor of the same shape and dtype with identical values."""
+
+    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
+        if _numpy_route(coeffs):
+            return torch.from_numpy(self._numpy(coeffs.numpy()))
+        return self._torch(coeffs)
+
+
+class _Mask(_Builtin):
     """A processor that keeps some coefficients unchanged and zeroes the rest.
 
-    Subclasses implement ``keep(coeffs) -> (kept, n_kept)``; ``kept`` is the output and
-    ``n_kept`` a Python int or a 0-d tensor (counted on the device, so no sync per call).
-    Gradient flows to the kept coefficients only (``torch.where`` is a multiplication by a
-    0/1 mask that also leaves inf/nan in zeroed places out).
+    Subclasses implement ``keep(coeffs) -> (kept, n_kept)`` on tensors and ``keep_numpy(array)``
+    on arrays; ``kept`` is the output and ``n_kept`` a Python int or a 0-d tensor (counted on the
+    device, so no sync per call). Gradient flows to the kept coefficients only (``torch.where``
+    is a multiplication by a 0/1 mask that also leaves inf/nan in zeroed places out).
     """
 
     def reset(self) -> None:
         self._kept = 0          # coefficients kept since reset: int or 0-d tensor on the device
         self._seen = 0          # coefficients seen since reset
 
-    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
+    def _torch(self, coeffs: torch.Tensor) -> torch.Tensor:
         out, n_kept = self.keep(coeffs)
         self._kept = self._kept + n_kept
         self._seen += coeffs.numel()
+        return out
+
+    def _numpy(self, coeffs: np.ndarray) -> np.ndarray:
+        out, n_kept = self.keep_numpy(coeffs)
+        self._kept = self._kept + n_kept
+        self._seen += coeffs.size
         return out
 
     def stats(self) -> dict:
@@ -103,7 +134,7 @@ class _Mask(Processor):
 
 # ----------------------------------------------------------------------------- built-ins
 
-class Quantize(Processor):
+class Quantize(_Builtin):
     """Uniform mid-tread quantizer with a per-frame scale from the frame's peak.
 
     Per frame and channel the scale ``s`` is the peak |coeff| sent as float16 side information
@@ -146,13 +177,14 @@ class Quantize(Processor):
 
     def reset(self) -> None:
         self._hist = None          # int64 histogram of symbol bins for self._hist_bits
+        self._hist_numpy = None    # the same memory as a numpy array when it is on the CPU
         self._hist_bits = None
         self._closed_bits = 0.0    # entropy bits of histograms closed by a change of `bits`
         self._symbols = 0          # coefficients quantized since reset
         self._frames = 0           # frames since reset
         self._frame_channels = 0   # frames * channels since reset: one side-info scale each
 
-    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
+    def _torch(self, coeffs: torch.Tensor) -> torch.Tensor:
         bits = self.bits                   # read once: a change from another thread lands next call
         levels = self.levels(bits)
         x = coeffs.detach()
@@ -170,6 +202,27 @@ class Quantize(Processor):
             out = out + (coeffs - x)       # value stays exactly `out`, gradient is the identity
         return out
 
+    def _numpy(self, x: np.ndarray) -> np.ndarray:
+        # _torch's steps, op for op in the same dtype, so the results are bit-identical
+        bits = self.bits
+        levels = self.levels(bits)
+        peak = np.abs(x).max(axis=-1, keepdims=True)
+        np.minimum(peak, 65504.0, out=peak)
+        scale16 = peak.astype(np.float16)
+        # any rounding to float16 lands on a neighbour of the peak; one up makes it the upper one
+        scale16.view(np.int16)[...] += scale16.astype(x.dtype) < peak
+        scale = scale16.astype(x.dtype)
+        inv_step = np.zeros_like(scale)
+        np.divide(1.0, scale, out=inv_step, where=scale > 0)   # torch's levels / s is 1/s * levels
+        inv_step *= levels
+        symbols = x * inv_step
+        np.rint(symbols, out=symbols)
+        np.maximum(symbols, -levels, out=symbols)
+        np.minimum(symbols, levels, out=symbols)
+        out = symbols * (scale / levels)
+        self._count_numpy(symbols, bits, levels)
+        return out
+
     def _bins(self, levels: int) -> tuple[int, int]:
         """(bins per side, W): histogram half-width and how many symbols share a coarse bin."""
         if levels <= self._EXACT_LEVELS:
@@ -178,12 +231,17 @@ class Quantize(Processor):
         width = -(-(levels - fine) // fine)
         return fine + -(-(levels - fine) // width), width
 
+    def _open_histogram(self, bits: int, device: torch.device) -> None:
+        self._close_histogram()
+        half, _ = self._bins(self.levels(bits))
+        self._hist = torch.zeros(2 * half + 1, dtype=torch.int64, device=device)
+        self._hist_numpy = self._hist.numpy() if self._hist.is_cpu else None   # shares memory
+        self._hist_bits = bits
+
     def _count(self, symbols: torch.Tensor, bits: int, levels: int) -> None:
         half, width = self._bins(levels)
         if self._hist_bits != bits or self._hist is None or self._hist.device != symbols.device:
-            self._close_histogram()
-            self._hist = torch.zeros(2 * half + 1, dtype=torch.int64, device=symbols.device)
-            self._hist_bits = bits
+            self._open_histogram(bits, symbols.device)
         # a NaN coefficient becomes an arbitrary integer: clamp so the bin index stays in range
         q = symbols.reshape(-1).to(torch.int64).clamp_(-levels, levels)
         if width > 1:
@@ -195,9 +253,25 @@ class Quantize(Processor):
         self._frames += symbols.shape[0]
         self._frame_channels += symbols.shape[0] * symbols.shape[1]
 
+    def _count_numpy(self, symbols: np.ndarray, bits: int, levels: int) -> None:
+        if self._hist_bits != bits or self._hist_numpy is None:
+            self._open_histogram(bits, torch.device("cpu"))
+        half, width = self._bins(levels)
+        # fmax turns NaN into -levels, as _count's int64 cast and clamp do, and without a warning
+        q = np.fmax(symbols, -levels).astype(np.int64).reshape(-1)
+        if width > 1:
+            fine = self._FINE_LEVELS
+            a = np.abs(q)
+            q = np.where(a > fine, fine + (a - fine + width - 1) // width, a) * np.sign(q)
+        q += half
+        np.add.at(self._hist_numpy, q, 1)    # one call; cost independent of the number of bins
+        self._symbols += symbols.size
+        self._frames += symbols.shape[0]
+        self._frame_channels += symbols.shape[0] * symbols.shape[1]
+
     def _close_histogram(self) -> None:
         self._closed_bits += self._histogram_bits()
-        self._hist = None
+        self._hist = self._hist_numpy = None
 
     def _histogram_bits(self) -> float:
         """Total bits to code the symbols in the open histogram at its empirical entropy."""
@@ -273,6 +347,14 @@ class Band(_Mask):
         out = torch.nn.functional.pad(coeffs[..., lo:hi], (lo, m - hi))
         return out, coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
 
+    def keep_numpy(self, coeffs):
+        m = coeffs.shape[-1]
+        hi = m if self.hi is None else min(self.hi, m)
+        lo = min(self.lo, hi)
+        out = np.zeros(coeffs.shape, coeffs.dtype)
+        out[..., lo:hi] = coeffs[..., lo:hi]
+        return out, coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
+
 
 class TopK(_Mask):
     """Keep the k largest-magnitude coefficients of each frame and channel, zero the rest.
@@ -303,6 +385,19 @@ class TopK(_Mask):
         mask.scatter_(-1, index, True)
         return torch.where(mask, coeffs, 0.0), coeffs.shape[0] * coeffs.shape[1] * k
 
+    def keep_numpy(self, coeffs):
+        m = coeffs.shape[-1]
+        k = min(self.k, m)
+        coeffs = np.ascontiguousarray(coeffs)
+        # torch.topk itself picks the kept set: which of several equal magnitudes at the k-th
+        # place survive is up to its selection algorithm, and the routes must agree on ties
+        index = torch.topk(torch.from_numpy(np.abs(coeffs)), k, dim=-1, sorted=False).indices.numpy()
+        rows = coeffs.size // m if m else 0
+        flat = index.reshape(rows, k) + np.arange(0, rows * m, m).reshape(rows, 1)
+        out = np.zeros(coeffs.shape, coeffs.dtype)
+        out.reshape(-1)[flat] = coeffs.reshape(-1)[flat]
+        return out, rows * k
+
 
 class Threshold(_Mask):
     """Spectral gate: zero coefficients whose magnitude is below ``peak * 10**(db/20)``.
@@ -327,6 +422,12 @@ class Threshold(_Mask):
         floor = magnitude.amax(dim=-1, keepdim=True) * 10.0 ** (self.db / 20.0)
         mask = magnitude >= floor
         return torch.where(mask, coeffs, 0.0), mask.sum()
+
+    def keep_numpy(self, coeffs):
+        magnitude = np.abs(coeffs)
+        floor = magnitude.max(axis=-1, keepdims=True) * 10.0 ** (self.db / 20.0)
+        mask = magnitude >= floor
+        return np.where(mask, coeffs, 0), int(np.count_nonzero(mask))
 
 
 REGISTRY: dict[str, type] = {"quantize": Quantize, "band": Band, "topk": TopK, "threshold": Threshold}
@@ -393,6 +494,10 @@ class Chain(torch.nn.Module):
 
     ``prepare``/``reset`` reach every processor; ``stats()`` is a list of
     ``{"type": name, **processor.stats()}``; ``latency_samples`` is their sum.
+
+    On the numpy route (see the module's docstring) consecutive built-ins without hooks hand
+    each other the numpy array directly, skipping ``nn.Module.__call__`` and the tensor
+    conversions between them; plugins always get a tensor.
     """
 
     def __init__(self, processors=(), types=None):
@@ -429,9 +534,18 @@ class Chain(torch.nn.Module):
         return [{"type": t, **p.stats()} for t, p in zip(self.types, self.processors)]
 
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
+        array = None           # the coefficients while built-ins pass them along as numpy
         for p in self.processors:
+            if isinstance(p, _Builtin) and not (p._forward_hooks or p._forward_pre_hooks):
+                if array is None and _numpy_route(coeffs):
+                    array = coeffs.numpy()
+                if array is not None:
+                    array = p._numpy(array)
+                    continue
+            if array is not None:
+                coeffs, array = torch.from_numpy(array), None
             coeffs = p(coeffs)
-        return coeffs
+        return coeffs if array is None else torch.from_numpy(array)
 
 
 def build_chain(specs) -> Chain:
