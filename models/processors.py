@@ -91,6 +91,11 @@ def _numpy_route(coeffs: torch.Tensor) -> bool:
             and coeffs.dtype in _NUMPY_DTYPES)
 
 
+_FLOAT16_NORMAL = 2.0 ** -14      # smallest normal float16
+# per dtype: the integer view and the mantissa bits that float16 does not have (23 - 10, 52 - 10)
+_MANTISSA_BELOW_FLOAT16 = {np.float32: (np.int32, 2 ** 13 - 1), np.float64: (np.int64, 2 ** 42 - 1)}
+
+
 class _Builtin(Processor):
     """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array)`` for the CPU
     route; both return a new array/tensor of the same shape and dtype with identical values."""
@@ -111,25 +116,28 @@ class _Mask(_Builtin):
     """
 
     def reset(self) -> None:
-        self._kept = 0          # coefficients kept since reset: int or 0-d tensor on the device
-        self._seen = 0          # coefficients seen since reset
+        # [kept, seen]: coefficients kept (int, or 0-d tensor on the device) and seen since
+        # reset; a list, because nn.Module.__setattr__ costs microseconds per assignment
+        self._tally = [0, 0]
 
     def _torch(self, coeffs: torch.Tensor) -> torch.Tensor:
         out, n_kept = self.keep(coeffs)
-        self._kept = self._kept + n_kept
-        self._seen += coeffs.numel()
+        tally = self._tally
+        tally[0] = tally[0] + n_kept      # not +=: that would add into a tensor held elsewhere
+        tally[1] += coeffs.numel()
         return out
 
     def _numpy(self, coeffs: np.ndarray) -> np.ndarray:
         out, n_kept = self.keep_numpy(coeffs)
-        self._kept = self._kept + n_kept
-        self._seen += coeffs.size
+        tally = self._tally
+        tally[0] = tally[0] + n_kept
+        tally[1] += coeffs.size
         return out
 
     def stats(self) -> dict:
         """``kept_fraction``: coefficients kept / coefficients seen since reset (0.0 if none seen)."""
-        kept = float(plain(self._kept))
-        return {"kept_fraction": kept / self._seen if self._seen else 0.0}
+        kept, seen = self._tally
+        return {"kept_fraction": float(plain(kept)) / seen if seen else 0.0}
 
 
 # ----------------------------------------------------------------------------- built-ins
@@ -180,9 +188,9 @@ class Quantize(_Builtin):
         self._hist_numpy = None    # the same memory as a numpy array when it is on the CPU
         self._hist_bits = None
         self._closed_bits = 0.0    # entropy bits of histograms closed by a change of `bits`
-        self._symbols = 0          # coefficients quantized since reset
-        self._frames = 0           # frames since reset
-        self._frame_channels = 0   # frames * channels since reset: one side-info scale each
+        # [symbols, frames, frames * channels] since reset (each frame and channel carries one
+        # side-info scale); a list, because nn.Module.__setattr__ costs microseconds
+        self._tally = [0, 0, 0]
 
     def _torch(self, coeffs: torch.Tensor) -> torch.Tensor:
         bits = self.bits                   # read once: a change from another thread lands next call
@@ -203,17 +211,23 @@ class Quantize(_Builtin):
         return out
 
     def _numpy(self, x: np.ndarray) -> np.ndarray:
-        # _torch's steps, op for op in the same dtype, so the results are bit-identical
+        # _torch's steps in the same dtype, so the results are bit-identical. A numpy op costs
+        # about a microsecond here, so the common case skips what only matters outside it.
         bits = self.bits
         levels = self.levels(bits)
-        peak = np.abs(x).max(axis=-1, keepdims=True)
+        peak = np.maximum.reduce(np.abs(x), axis=-1, keepdims=True)
+        if (levels <= self._EXACT_LEVELS and peak.size
+                and np.minimum.reduce(peak, axis=None) >= _FLOAT16_NORMAL      # NaN fails both
+                and np.maximum.reduce(peak, axis=None) <= 65504.0):
+            return self._numpy_common(x, peak, bits, levels)
         np.minimum(peak, 65504.0, out=peak)
         scale16 = peak.astype(np.float16)
-        # any rounding to float16 lands on a neighbour of the peak; one up makes it the upper one
-        scale16.view(np.int16)[...] += scale16.astype(x.dtype) < peak
+        # rounding to float16 lands on a neighbour of the peak: one up makes it the upper one
+        up = scale16.view(np.int16)
+        up += scale16.astype(x.dtype) < peak
         scale = scale16.astype(x.dtype)
-        inv_step = np.zeros_like(scale)
-        np.divide(1.0, scale, out=inv_step, where=scale > 0)   # torch's levels / s is 1/s * levels
+        inv_step = np.zeros(scale.shape, scale.dtype)
+        np.divide(1.0, scale, out=inv_step, where=scale > 0)   # torch's levels / s: 1/s * levels
         inv_step *= levels
         symbols = x * inv_step
         np.rint(symbols, out=symbols)
@@ -221,6 +235,31 @@ class Quantize(_Builtin):
         np.minimum(symbols, levels, out=symbols)
         out = symbols * (scale / levels)
         self._count_numpy(symbols, bits, levels)
+        return out
+
+    def _numpy_common(self, x: np.ndarray, peak: np.ndarray, bits: int, levels: int) -> np.ndarray:
+        """``_numpy`` when every peak is a normal float16 (2**-14..65504) and bits <= 16."""
+        # the smallest float16 >= peak: its mantissa rounded up to float16's 10 bits, in place
+        as_int, low = _MANTISSA_BELOW_FLOAT16[x.dtype.type]
+        mantissa = peak.view(as_int)
+        mantissa += low
+        mantissa &= ~low
+        scale = peak
+        inv_step = 1.0 / scale
+        inv_step *= levels
+        symbols = x * inv_step
+        np.rint(symbols, out=symbols)
+        # no clamp: |x| <= scale gives |x * inv_step| <= levels * (1 + 3 eps) < levels + 1/2
+        out = symbols * (scale / levels)
+        if self._hist_bits != bits or self._hist_numpy is None:
+            self._open_histogram(bits, torch.device("cpu"))
+        # bins: symbol + levels, exact in float (< 2**16) and cast in the same op
+        np.add.at(self._hist_numpy, np.add(symbols, levels, out=np.empty(symbols.shape, np.intp),
+                                           casting="unsafe"), 1)
+        tally = self._tally
+        tally[0] += symbols.size
+        tally[1] += symbols.shape[0]
+        tally[2] += symbols.shape[0] * symbols.shape[1]
         return out
 
     def _bins(self, levels: int) -> tuple[int, int]:
@@ -249,25 +288,27 @@ class Quantize(_Builtin):
             a = q.abs()
             q = torch.where(a > fine, fine + (a - fine + width - 1) // width, a) * q.sign()
         self._hist.index_add_(0, q + half, torch.ones_like(q))
-        self._symbols += symbols.numel()
-        self._frames += symbols.shape[0]
-        self._frame_channels += symbols.shape[0] * symbols.shape[1]
+        tally = self._tally
+        tally[0] += symbols.numel()
+        tally[1] += symbols.shape[0]
+        tally[2] += symbols.shape[0] * symbols.shape[1]
 
     def _count_numpy(self, symbols: np.ndarray, bits: int, levels: int) -> None:
         if self._hist_bits != bits or self._hist_numpy is None:
             self._open_histogram(bits, torch.device("cpu"))
         half, width = self._bins(levels)
-        # fmax turns NaN into -levels, as _count's int64 cast and clamp do, and without a warning
-        q = np.fmax(symbols, -levels).astype(np.int64).reshape(-1)
+        # fmax turns NaN into -levels, as _count's int64 cast and clamp do, without a warning
+        q = np.fmax(symbols, -levels).astype(np.int64)
         if width > 1:
             fine = self._FINE_LEVELS
             a = np.abs(q)
             q = np.where(a > fine, fine + (a - fine + width - 1) // width, a) * np.sign(q)
         q += half
         np.add.at(self._hist_numpy, q, 1)    # one call; cost independent of the number of bins
-        self._symbols += symbols.size
-        self._frames += symbols.shape[0]
-        self._frame_channels += symbols.shape[0] * symbols.shape[1]
+        tally = self._tally
+        tally[0] += symbols.size
+        tally[1] += symbols.shape[0]
+        tally[2] += symbols.shape[0] * symbols.shape[1]
 
     def _close_histogram(self) -> None:
         self._closed_bits += self._histogram_bits()
@@ -299,17 +340,18 @@ class Quantize(_Builtin):
         - ``bits``: the current setting. ``frames``: frames quantized.
         """
         symbol_bits = self._closed_bits + self._histogram_bits()
-        total_bits = symbol_bits + self.SIDE_BITS * self._frame_channels
+        symbols, frames, frame_channels = self._tally
+        total_bits = symbol_bits + self.SIDE_BITS * frame_channels
         if not (self.samplerate and self.hop):
             bitrate = None
-        elif self._frames == 0:
+        elif frames == 0:
             bitrate = 0.0
         else:
-            seconds = self._frames * self.hop / self.samplerate
+            seconds = frames * self.hop / self.samplerate
             bitrate = total_bits / seconds / 1000.0
         return {"bitrate_kbps": bitrate,
-                "entropy_bits": symbol_bits / self._symbols if self._symbols else 0.0,
-                "bits": self.bits, "frames": self._frames}
+                "entropy_bits": symbol_bits / symbols if symbols else 0.0,
+                "bits": self.bits, "frames": frames}
 
 
 class Band(_Mask):

@@ -1,0 +1,152 @@
+"""Coefficient processors benchmark: time per ``chain(coeffs)`` call, before and after, side by side.
+
+    python benchmarks/processors.py [--repeats 15] [--calls 200] [--before main]
+
+The engine calls its processor chain once per block, inside ``torch.inference_mode()``, on a
+``(frames, channels, M)`` CPU tensor that views a reused buffer, usually with 1 or 2 frames.
+This script does the same: one torch thread, float32, 2 channels, M = 512, frames 1, 2 and 8,
+for the chains identity (empty), quantize 8 bits, topk 128, quantize 8 + topk 128, band 0..256
+and threshold -60 dB. Each input is copied into the reused buffer before the timed call (not
+timed); inputs are Gaussian coefficients, a different frame every call.
+
+"before" is ``models/processors.py`` from the git revision ``--before`` (default ``main``),
+loaded next to this tree's version as a temporary module, so both run in the same process and
+the same rounds. Every variant (version x chain x frames) runs ``--calls`` calls once per round,
+in an order shuffled from round to round (seeded); p50 and p99 are taken per round over its
+calls and the table shows their medians over the rounds, so that ratios survive a shared,
+noisy machine. No pause between variants: with one torch thread and no BLAS call there is no
+thread pool left spinning. ``x identity``: p50 over the identity chain's p50 of the same
+version and frames; ``after/before``: p50 ratio. The script also checks that both versions
+give identical outputs and statistics on the benchmark's data.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+sys.path.insert(0, ROOT)
+from benchmarks.timing import machine_line  # noqa: E402
+from models import processors as after  # noqa: E402
+
+M, CHANNELS, FRAMES = 512, 2, (1, 2, 8)
+CHAINS = {
+    "identity": [],
+    "quantize 8": [{"type": "quantize", "bits": 8}],
+    "topk 128": [{"type": "topk", "k": 128}],
+    "quantize 8 + topk 128": [{"type": "quantize", "bits": 8}, {"type": "topk", "k": 128}],
+    "band 0..256": [{"type": "band", "lo": 0, "hi": 256}],
+    "threshold -60": [{"type": "threshold", "db": -60}],
+}
+INPUTS = 64        # distinct inputs cycled through the reused buffer
+
+
+def load_before(revision: str) -> types.ModuleType:
+    """``models/processors.py`` at ``revision`` as a module of its own (this tree's ``models``
+    package resolves its imports)."""
+    source = subprocess.run(["git", "show", f"{revision}:models/processors.py"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType("processors_before")
+    module.__file__ = f"{revision}:models/processors.py"
+    sys.modules[module.__name__] = module
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module
+
+
+def make_chain(module, specs):
+    chain = module.build_chain([module.check_spec(s, M) for s in specs])
+    chain.prepare(48000, 256, M)
+    return chain
+
+
+def variant(chain, frames: int, calls: int, inputs: np.ndarray):
+    """A function that runs ``calls`` engine-like calls and returns their times in seconds."""
+    buffer = np.empty((max(FRAMES) + 1, CHANNELS, M), np.float32)
+    view = buffer[1:frames + 1]          # a view into a reused buffer, as the engine's
+    state = {"i": 0}
+
+    def run() -> np.ndarray:
+        times = np.empty(calls)
+        with torch.inference_mode():
+            for c in range(calls):
+                view[...] = inputs[state["i"] % len(inputs), :frames]
+                state["i"] += 1
+                t = time.perf_counter()
+                chain(torch.from_numpy(view))
+                times[c] = time.perf_counter() - t
+        return times
+    return run
+
+
+def check_identical(before, inputs: np.ndarray) -> str:
+    """'yes', or which chain differs: outputs (bits, NaN-free data) and stats of both versions."""
+    for name, specs in CHAINS.items():
+        old, new = make_chain(before, specs), make_chain(after, specs)
+        with torch.inference_mode():
+            for frames in FRAMES:
+                for x in inputs[:16]:
+                    t = torch.from_numpy(np.ascontiguousarray(x[:frames]))
+                    if not torch.equal(old(t).view(torch.int32), new(t).view(torch.int32)):
+                        return f"no: {name} outputs differ"
+        if old.stats() != new.stats():
+            return f"no: {name} stats differ: {old.stats()} vs {new.stats()}"
+    return "yes"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15, help="rounds (default 15)")
+    parser.add_argument("--calls", type=int, default=200, help="calls per variant per round")
+    parser.add_argument("--before", default="main", help="git revision of the 'before' version")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(machine_line("processors"))
+    before = load_before(args.before)
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((INPUTS, max(FRAMES), CHANNELS, M)).astype(np.float32)
+    print(f"# outputs and stats identical before/after: {check_identical(before, inputs)}")
+
+    runs = {}
+    for label, module in (("before", before), ("after", after)):
+        for name, specs in CHAINS.items():
+            for frames in FRAMES:
+                runs[label, name, frames] = variant(make_chain(module, specs), frames,
+                                                    args.calls, inputs)
+    for run in runs.values():       # warm-up: first calls allocate, import, fill caches
+        run()
+    p50 = {k: [] for k in runs}
+    p99 = {k: [] for k in runs}
+    keys = list(runs)
+    for _ in range(args.repeats):
+        for i in rng.permutation(len(keys)):
+            times = runs[keys[i]]()
+            p50[keys[i]].append(np.percentile(times, 50))
+            p99[keys[i]].append(np.percentile(times, 99))
+    med = {k: (1e6 * np.median(p50[k]), 1e6 * np.median(p99[k])) for k in keys}
+
+    print(f"# per call, us: median over {args.repeats} rounds of each round's p50/p99 over "
+          f"{args.calls} calls; float32, {CHANNELS} channels, M = {M}, one torch thread")
+    header = (f"| {'chain':<22} | frames | before p50 | before p99 | after p50 | after p99 "
+              f"| after/before | before x identity | after x identity |")
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for name in CHAINS:
+        for frames in FRAMES:
+            b50, b99 = med["before", name, frames]
+            a50, a99 = med["after", name, frames]
+            bi = b50 / med["before", "identity", frames][0]
+            ai = a50 / med["after", "identity", frames][0]
+            print(f"| {name:<22} | {frames:>6} | {b50:>10.1f} | {b99:>10.1f} | {a50:>9.1f} "
+                  f"| {a99:>9.1f} | {a50 / b50:>12.2f} | {bi:>17.1f} | {ai:>16.1f} |")
+    print(f"# load average {os.getloadavg()[0]:.1f} at end")
+
+
+if __name__ == "__main__":
+    main()
