@@ -467,7 +467,7 @@ class Threshold(_Mask):
 
     def keep_numpy(self, coeffs):
         magnitude = np.abs(coeffs)
-        floor = magnitude.max(axis=-1, keepdims=True) * 10.0 ** (self.db / 20.0)
+        floor = np.maximum.reduce(magnitude, axis=-1, keepdims=True) * 10.0 ** (self.db / 20.0)
         mask = magnitude >= floor
         return np.where(mask, coeffs, 0), int(np.count_nonzero(mask))
 

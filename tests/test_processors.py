@@ -399,3 +399,174 @@ def test_empty_chain_is_identity_and_falsy():
 
 def test_registry_names():
     assert P.REGISTRY == {"quantize": Quantize, "band": Band, "topk": TopK, "threshold": Threshold}
+
+
+# ----------------------------------------------------------------------------- numpy route
+
+def _hard_inputs(dtype, seed):
+    """(frames, channels, M) coefficients that stress both routes: frame scales from 1e-8 to
+    1e6 (float16 subnormal and saturated peaks), ties, zeros, silent frames, NaN and inf."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in range(8):
+        frames = int(rng.integers(0, 4)) if kind == 0 else int(rng.integers(1, 4))
+        x = rng.standard_normal((frames, 2, M)) * 10.0 ** rng.uniform(-8, 6, size=(frames, 2, 1))
+        if kind == 1:
+            x = rng.standard_normal((frames, 2, M)) * 10.0 ** rng.uniform(-4, 4, size=(frames, 2, 1))
+        if kind == 2:
+            x = np.round(x * 4) / 4                                 # ties at every magnitude
+        if kind == 3:
+            x = rng.integers(-3, 4, size=x.shape).astype(float)     # ties at the k-th place
+        if kind == 4:
+            x[..., rng.random(M) < 0.7] = 0                         # fewer than k nonzero
+        if kind == 5:
+            x[:] = 0                                                # silent frames
+            x[0, 0, 1] = -0.0
+        if kind == 6:
+            x[0, 0, 5], x[-1, -1, 7] = math.nan, math.inf
+        if kind == 7:                                               # peaks exactly on float16
+            x[..., 0] = np.float16(rng.uniform(1, 2)) * 2.0 ** rng.integers(-14, 15)
+        out.append(torch.from_numpy(x.astype(dtype)))
+    return out
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit patterns (so -0.0 != 0.0), NaN in the same places (payloads may differ)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    as_int = torch.int32 if a.dtype == torch.float32 else torch.int64
+    nan = torch.isnan(a)
+    return torch.equal(nan, torch.isnan(b)) and torch.equal(a.view(as_int)[~nan], b.view(as_int)[~nan])
+
+
+ROUTE_SPECS = [{"type": "quantize", "bits": b} for b in (1, 2, 4, 8, 12, 16, 17, 24)] + [
+    {"type": "topk", "k": k} for k in (1, 5, 32, M)] + [
+    {"type": "band", "lo": 0, "hi": M}, {"type": "band", "lo": 7, "hi": 40},
+    {"type": "threshold", "db": 0}, {"type": "threshold", "db": -20}, {"type": "threshold"}]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("spec", ROUTE_SPECS, ids=lambda s: "-".join(map(str, s.values())))
+def test_numpy_route_is_bit_identical_to_the_torch_route(spec, dtype):
+    general, fast = build(check_spec(spec, M)), build(check_spec(spec, M))
+    for p in (general, fast):
+        p.prepare(SAMPLERATE, HOP, M)
+    for seed in range(6):
+        for x in _hard_inputs(dtype, seed):
+            expected = general._torch(x)
+            with torch.inference_mode():
+                got = fast(x)
+            assert _same_bits(got, expected), (spec, seed)
+    assert fast.stats() == general.stats()
+
+
+def test_numpy_route_only_where_it_is_safe():
+    x = gaussian()
+    assert P._numpy_route(x) and P._numpy_route(x.double())
+    assert not P._numpy_route(x.clone().requires_grad_(True))      # autograd: torch route
+    assert not P._numpy_route(x.half())
+    with torch.inference_mode():
+        assert P._numpy_route(torch.from_numpy(x.numpy()))
+    # gradients still flow on the torch route, the numpy route never sees a grad-requiring input
+    y = x.clone().requires_grad_(True)
+    assert Quantize(8)(y).requires_grad and TopK(3)(y).requires_grad
+
+
+def test_numpy_route_emits_no_warnings():
+    import warnings
+    chain = build_chain([check_spec(s, M) for s in ROUTE_SPECS])
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("error")
+        for x in _hard_inputs(np.float32, 0):
+            chain(x)
+
+
+def test_chain_hands_numpy_between_builtins_and_tensors_to_plugins():
+    specs = [{"type": "quantize", "bits": 6}, {"type": "plugins_example:Gain", "gain": 0.5},
+             {"type": "topk", "k": 9}, {"type": "band", "lo": 2, "hi": 40}]
+    fast, general = (build_chain([check_spec(s, M) for s in specs]) for _ in range(2))
+    x = gaussian(frames=3)
+    expected = x
+    for p in general:
+        expected = p._torch(expected) if hasattr(p, "_torch") else p(expected)
+    with torch.inference_mode():
+        got = fast(x)
+    assert type(got) is torch.Tensor and _same_bits(got, expected)
+    assert fast.stats() == [{"type": t, **p.stats()} for t, p in zip(general.types, general)]
+    assert not torch.equal(got, torch.zeros_like(got))
+    calls = []
+    fast[2].register_forward_hook(lambda *args: calls.append(1))   # a hook: called the usual way
+    with torch.inference_mode():
+        assert _same_bits(fast(x), expected)
+    assert calls == [1]
+
+
+# ----------------------------------------------------------------------------- plugin values
+
+class Typed(torch.nn.Module):
+    """A plugin whose constructor annotates every simple type a YAML value can have."""
+
+    def __init__(self, gain: float = 1.0, taps: int = 3, mode: str = "soft", on: bool = True,
+                 weights: list[float] | None = None, extra: dict | None = None,
+                 limit: "Optional[int]" = None, anything=None, tensor: torch.Tensor = None):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, coeffs):
+        return coeffs * self.gain
+
+
+class Exploding(torch.nn.Module):
+    """A plugin whose constructor fails: the message has two lines on purpose."""
+
+    def __init__(self, level: int = 1):
+        super().__init__()
+        raise RuntimeError(f"level {level} is too loud\nsee the manual")
+
+
+from typing import Optional  # noqa: E402  (Typed's string annotation resolves against it)
+
+
+@pytest.mark.parametrize("params", [
+    {"gain": 2}, {"gain": 0.5}, {"taps": 4}, {"mode": "hard"}, {"on": False},
+    {"weights": [1, 2]}, {"weights": None}, {"extra": {"a": 1}}, {"limit": None}, {"limit": 3},
+    {"anything": object()}, {"tensor": "not checked: not a YAML type"}])
+def test_plugin_values_that_fit_their_annotations(params):
+    spec = check_spec({"type": "test_processors:Typed", **params}, M)
+    assert spec == {"type": "test_processors:Typed", **params}
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"gain": "loud"}, "gain = 'loud': wrong type for test_processors:Typed; allowed: a number "
+                       "(Typed declares gain: float)"),
+    ({"gain": True}, "gain = True: wrong type for test_processors:Typed; allowed: a number"),
+    ({"taps": 2.5}, "taps = 2.5: wrong type for test_processors:Typed; allowed: an integer "
+                    "(Typed declares taps: int)"),
+    ({"mode": 3}, "mode = 3: wrong type for test_processors:Typed; allowed: a string"),
+    ({"on": "yes"}, "on = 'yes': wrong type for test_processors:Typed; allowed: true or false"),
+    ({"weights": 1.0}, "weights = 1.0: wrong type for test_processors:Typed; allowed: a list or null "
+                       "(Typed declares weights: list[float] | None)"),
+    ({"extra": [1]}, "extra = [1]: wrong type for test_processors:Typed; allowed: a mapping or null"),
+    ({"limit": "3"}, "limit = '3': wrong type for test_processors:Typed; allowed: an integer or null "
+                     "(Typed declares limit: Optional[int])"),
+])
+def test_plugin_value_of_the_wrong_type_is_one_line(params, message):
+    with pytest.raises(TypeError) as info:
+        check_spec({"type": "test_processors:Typed", **params}, M)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value) and "; allowed: " in str(info.value)
+
+
+def test_plugin_constructor_failure_is_one_line_naming_the_plugin():
+    spec = check_spec({"type": "test_processors:Exploding", "level": 3}, M)
+    with pytest.raises(ValueError) as info:
+        build_chain([spec])
+    assert str(info.value) == ("type = 'test_processors:Exploding': Exploding(level=3) failed: "
+                               "RuntimeError: level 3 is too loud | see the manual")
+    assert isinstance(info.value.__cause__, RuntimeError)            # --debug can still show it
+
+
+def test_plugin_module_keeps_its_home_and_its_old_names():
+    from models import plugins
+    assert P.Plugin is plugins.Plugin and P.Processor is plugins.Processor
+    assert issubclass(P.Plugin, P.Processor) and P.PLUGIN_FORM == "package.module:ClassName"
