@@ -9,15 +9,17 @@ them for ``build``, each failure reported as one line that starts with the offen
     check_plugin(type_name, params)      the spec with the keys bound and their types checked
     construct(type_name, params)         ``Plugin`` around ``ClassName(**params)``
 
-``Processor`` is the base every processor derives from (the contract's defaults); ``Plugin``
-gives the user's module the full processor surface (``prepare``, ``reset``,
-``stats``, ``latency_samples``) and checks what its ``forward`` returns.
+``Processor`` is the base every processor derives from (the contract's defaults), next to the
+parameter checks the built-ins use; ``Plugin`` gives the user's module the full processor
+surface (``prepare``, ``reset``, ``stats``, ``latency_samples``) and checks what its
+``forward`` returns.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import re
 import types
 import typing
@@ -37,6 +39,48 @@ def plain(value):
     if hasattr(value, "item") and not isinstance(value, (int, float, bool, str)):
         return value.item()
     return value
+
+
+# ----------------------------------------------------------------------------- the contract
+# Parameter checks for built-ins (here next to the base class whose check() relies on them).
+# Each returns the value normalised or raises with the "key = value: what; allowed: ..." message
+# that check_spec promises; property setters reuse them so runtime changes are checked the same way.
+
+def _check_int(key: str, value, lo: int, hi: int, allowed: str | None = None) -> int:
+    allowed = allowed or f"an integer in {lo}..{hi}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        what = "a boolean, not an integer" if isinstance(value, bool) else "not an integer"
+        raise TypeError(f"{key} = {value!r}: {what}; allowed: {allowed}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{key} = {value!r}: out of range; allowed: {allowed}")
+    return value
+
+
+def _check_db(key: str, value) -> float:
+    allowed = "a finite number <= 0 (dB relative to the frame peak)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        what = "a boolean, not a number" if isinstance(value, bool) else "not a number"
+        raise TypeError(f"{key} = {value!r}: {what}; allowed: {allowed}")
+    if not (math.isfinite(value) and value <= 0):
+        raise ValueError(f"{key} = {value!r}: out of range; allowed: {allowed}")
+    return float(value)
+
+
+class _Checked:
+    """A processor parameter validated on every assignment (``q.bits = 30`` raises at once),
+    so a setting changed between calls never reaches ``forward`` malformed."""
+
+    def __init__(self, check):
+        self.check = check          # check(key, value) -> normalised value
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = self.check(self.name, value)
 
 
 class Processor(torch.nn.Module):

@@ -31,51 +31,11 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from models.plugins import PLUGIN_FORM, Plugin, Processor, check_plugin, construct, plain
+from models.plugins import (PLUGIN_FORM, Plugin, Processor, _check_db, _check_int, _Checked,
+                            check_plugin, construct, plain)
 
 __all__ = ["Processor", "Quantize", "Band", "TopK", "Threshold", "Plugin", "Chain",
            "REGISTRY", "check_spec", "build", "build_chain"]
-
-
-# ----------------------------------------------------------------------------- value checks
-# Each returns the value normalised or raises with the "key = value: what; allowed: ..." message
-# that check_spec promises; property setters reuse them so runtime changes are checked the same way.
-
-def _check_int(key: str, value, lo: int, hi: int, allowed: str | None = None) -> int:
-    allowed = allowed or f"an integer in {lo}..{hi}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        what = "a boolean, not an integer" if isinstance(value, bool) else "not an integer"
-        raise TypeError(f"{key} = {value!r}: {what}; allowed: {allowed}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{key} = {value!r}: out of range; allowed: {allowed}")
-    return value
-
-
-def _check_db(key: str, value) -> float:
-    allowed = "a finite number <= 0 (dB relative to the frame peak)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        what = "a boolean, not a number" if isinstance(value, bool) else "not a number"
-        raise TypeError(f"{key} = {value!r}: {what}; allowed: {allowed}")
-    if not (math.isfinite(value) and value <= 0):
-        raise ValueError(f"{key} = {value!r}: out of range; allowed: {allowed}")
-    return float(value)
-
-
-class _Checked:
-    """A processor parameter validated on every assignment (``q.bits = 30`` raises at once),
-    so a setting changed between calls never reaches ``forward`` malformed."""
-
-    def __init__(self, check):
-        self.check = check          # check(key, value) -> normalised value
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, obj, owner=None):
-        return self if obj is None else obj.__dict__[self.name]
-
-    def __set__(self, obj, value):
-        obj.__dict__[self.name] = self.check(self.name, value)
 
 
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M
@@ -121,17 +81,15 @@ class _Mask(_Builtin):
         self._tally = [0, 0]
 
     def _torch(self, coeffs: torch.Tensor) -> torch.Tensor:
-        out, n_kept = self.keep(coeffs)
-        tally = self._tally
-        tally[0] = tally[0] + n_kept      # not +=: that would add into a tensor held elsewhere
-        tally[1] += coeffs.numel()
-        return out
+        return self._counted(*self.keep(coeffs), coeffs.numel())
 
     def _numpy(self, coeffs: np.ndarray) -> np.ndarray:
-        out, n_kept = self.keep_numpy(coeffs)
+        return self._counted(*self.keep_numpy(coeffs), coeffs.size)
+
+    def _counted(self, out, n_kept, n_seen: int):
         tally = self._tally
-        tally[0] = tally[0] + n_kept
-        tally[1] += coeffs.size
+        tally[0] = tally[0] + n_kept      # not +=: that would add into a tensor held elsewhere
+        tally[1] += n_seen
         return out
 
     def stats(self) -> dict:
@@ -211,56 +169,52 @@ class Quantize(_Builtin):
         return out
 
     def _numpy(self, x: np.ndarray) -> np.ndarray:
-        # _torch's steps in the same dtype, so the results are bit-identical. A numpy op costs
-        # about a microsecond here, so the common case skips what only matters outside it.
+        # A numpy op costs about a microsecond here, so the two cases a stream spends its time
+        # in get a route of their own, computing _torch's values bit for bit: every peak a
+        # normal float16 (2**-14..65504), or a silent block. The rest (NaN, saturated or tiny
+        # peaks, bits > 16, silent and loud frames mixed) takes _torch on the same memory.
         bits = self.bits
         levels = self.levels(bits)
         peak = np.maximum.reduce(np.abs(x), axis=-1, keepdims=True)
-        if (levels <= self._EXACT_LEVELS and peak.size
-                and np.minimum.reduce(peak, axis=None) >= _FLOAT16_NORMAL      # NaN fails both
-                and np.maximum.reduce(peak, axis=None) <= 65504.0):
-            return self._numpy_common(x, peak, bits, levels)
-        np.minimum(peak, 65504.0, out=peak)
-        scale16 = peak.astype(np.float16)
-        # rounding to float16 lands on a neighbour of the peak: one up makes it the upper one
-        up = scale16.view(np.int16)
-        up += scale16.astype(x.dtype) < peak
-        scale = scale16.astype(x.dtype)
-        inv_step = np.zeros(scale.shape, scale.dtype)
-        np.divide(1.0, scale, out=inv_step, where=scale > 0)   # torch's levels / s: 1/s * levels
-        inv_step *= levels
-        symbols = x * inv_step
-        np.rint(symbols, out=symbols)
-        np.maximum(symbols, -levels, out=symbols)
-        np.minimum(symbols, levels, out=symbols)
-        out = symbols * (scale / levels)
-        self._count_numpy(symbols, bits, levels)
-        return out
+        if levels <= self._EXACT_LEVELS and peak.size:
+            lowest, highest = np.minimum.reduce(peak, axis=None), np.maximum.reduce(peak, axis=None)
+            if lowest >= _FLOAT16_NORMAL and highest <= 65504.0:      # NaN fails both
+                return self._numpy_normal(x, peak, bits, levels)
+            if highest == 0:       # torch gives x * 0 * 0: zeros of x's signs, all symbol 0
+                self._histogram_numpy(bits)[levels] += x.size
+                self._tally_add(x.shape)
+                return x.copy()
+        return self._torch(torch.from_numpy(x)).numpy()
 
-    def _numpy_common(self, x: np.ndarray, peak: np.ndarray, bits: int, levels: int) -> np.ndarray:
-        """``_numpy`` when every peak is a normal float16 (2**-14..65504) and bits <= 16."""
+    def _numpy_normal(self, x: np.ndarray, peak: np.ndarray, bits: int, levels: int) -> np.ndarray:
         # the smallest float16 >= peak: its mantissa rounded up to float16's 10 bits, in place
         as_int, low = _MANTISSA_BELOW_FLOAT16[x.dtype.type]
         mantissa = peak.view(as_int)
         mantissa += low
         mantissa &= ~low
         scale = peak
-        inv_step = 1.0 / scale
+        inv_step = 1.0 / scale                        # torch's levels / s is 1/s * levels
         inv_step *= levels
         symbols = x * inv_step
         np.rint(symbols, out=symbols)
         # no clamp: |x| <= scale gives |x * inv_step| <= levels * (1 + 3 eps) < levels + 1/2
         out = symbols * (scale / levels)
+        # bins: symbol + levels (exact in float, < 2**16), cast in the same op
+        np.add.at(self._histogram_numpy(bits), np.add(symbols, levels, casting="unsafe",
+                                                      out=np.empty(symbols.shape, np.intp)), 1)
+        self._tally_add(x.shape)
+        return out
+
+    def _histogram_numpy(self, bits: int) -> np.ndarray:
         if self._hist_bits != bits or self._hist_numpy is None:
             self._open_histogram(bits, torch.device("cpu"))
-        # bins: symbol + levels, exact in float (< 2**16) and cast in the same op
-        np.add.at(self._hist_numpy, np.add(symbols, levels, out=np.empty(symbols.shape, np.intp),
-                                           casting="unsafe"), 1)
+        return self._hist_numpy
+
+    def _tally_add(self, shape) -> None:
         tally = self._tally
-        tally[0] += symbols.size
-        tally[1] += symbols.shape[0]
-        tally[2] += symbols.shape[0] * symbols.shape[1]
-        return out
+        tally[0] += shape[0] * shape[1] * shape[2]
+        tally[1] += shape[0]
+        tally[2] += shape[0] * shape[1]
 
     def _bins(self, levels: int) -> tuple[int, int]:
         """(bins per side, W): histogram half-width and how many symbols share a coarse bin."""
@@ -288,27 +242,7 @@ class Quantize(_Builtin):
             a = q.abs()
             q = torch.where(a > fine, fine + (a - fine + width - 1) // width, a) * q.sign()
         self._hist.index_add_(0, q + half, torch.ones_like(q))
-        tally = self._tally
-        tally[0] += symbols.numel()
-        tally[1] += symbols.shape[0]
-        tally[2] += symbols.shape[0] * symbols.shape[1]
-
-    def _count_numpy(self, symbols: np.ndarray, bits: int, levels: int) -> None:
-        if self._hist_bits != bits or self._hist_numpy is None:
-            self._open_histogram(bits, torch.device("cpu"))
-        half, width = self._bins(levels)
-        # fmax turns NaN into -levels, as _count's int64 cast and clamp do, without a warning
-        q = np.fmax(symbols, -levels).astype(np.int64)
-        if width > 1:
-            fine = self._FINE_LEVELS
-            a = np.abs(q)
-            q = np.where(a > fine, fine + (a - fine + width - 1) // width, a) * np.sign(q)
-        q += half
-        np.add.at(self._hist_numpy, q, 1)    # one call; cost independent of the number of bins
-        tally = self._tally
-        tally[0] += symbols.size
-        tally[1] += symbols.shape[0]
-        tally[2] += symbols.shape[0] * symbols.shape[1]
+        self._tally_add(symbols.shape)
 
     def _close_histogram(self) -> None:
         self._closed_bits += self._histogram_bits()
@@ -381,18 +315,19 @@ class Band(_Mask):
             raise ValueError(f"lo = {lo}: must be below hi ({hi}); allowed: an integer in 0..{hi - 1}")
         return {"lo": lo, "hi": hi}
 
+    def _span(self, m: int) -> tuple[int, int]:
+        hi = m if self.hi is None else min(self.hi, m)
+        return min(self.lo, hi), hi
+
     def keep(self, coeffs):
         m = coeffs.shape[-1]
-        hi = m if self.hi is None else min(self.hi, m)
-        lo = min(self.lo, hi)
+        lo, hi = self._span(m)
         # pad puts zeros around the kept slice: one op, exact, gradient only to the slice
         out = torch.nn.functional.pad(coeffs[..., lo:hi], (lo, m - hi))
         return out, coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
 
     def keep_numpy(self, coeffs):
-        m = coeffs.shape[-1]
-        hi = m if self.hi is None else min(self.hi, m)
-        lo = min(self.lo, hi)
+        lo, hi = self._span(coeffs.shape[-1])
         out = np.zeros(coeffs.shape, coeffs.dtype)
         out[..., lo:hi] = coeffs[..., lo:hi]
         return out, coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
