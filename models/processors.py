@@ -169,31 +169,36 @@ class Quantize(_Builtin):
         return out
 
     def _numpy(self, x: np.ndarray) -> np.ndarray:
-        # A numpy op costs about a microsecond here, so the two cases a stream spends its time
-        # in get a route of their own, computing _torch's values bit for bit: every peak a
-        # normal float16 (2**-14..65504), or a silent block. The rest (NaN, saturated or tiny
-        # peaks, bits > 16, silent and loud frames mixed) takes _torch on the same memory.
+        # A numpy op costs about a microsecond here, so the case a stream spends its time in
+        # gets a route of its own, computing _torch's values bit for bit: bits <= 16 and every
+        # peak 0 (silent frame or channel) or a normal float16 (2**-14..65504). The rest (NaN,
+        # saturated or tiny peaks, bits > 16) takes _torch on the same memory.
         bits = self.bits
         levels = self.levels(bits)
         peak = np.maximum.reduce(np.abs(x), axis=-1, keepdims=True)
         if levels <= self._EXACT_LEVELS and peak.size:
-            lowest, highest = np.minimum.reduce(peak, axis=None), np.maximum.reduce(peak, axis=None)
-            if lowest >= _FLOAT16_NORMAL and highest <= 65504.0:      # NaN fails both
-                return self._numpy_normal(x, peak, bits, levels)
-            if highest == 0:       # torch gives x * 0 * 0: zeros of x's signs, all symbol 0
-                self._histogram_numpy(bits)[levels] += x.size
-                self._tally_add(x.shape)
-                return x.copy()
+            silent, lowest = None, np.minimum.reduce(peak, axis=None)
+            if lowest == 0:
+                silent = peak == 0
+                lowest = np.minimum.reduce(peak, axis=None, where=~silent, initial=np.inf)
+            if lowest >= _FLOAT16_NORMAL and np.maximum.reduce(peak, axis=None) <= 65504.0:
+                return self._numpy_normal(x, peak, bits, levels, silent)   # NaN fails both tests
         return self._torch(torch.from_numpy(x)).numpy()
 
-    def _numpy_normal(self, x: np.ndarray, peak: np.ndarray, bits: int, levels: int) -> np.ndarray:
+    def _numpy_normal(self, x: np.ndarray, peak: np.ndarray, bits: int, levels: int,
+                      silent: np.ndarray | None) -> np.ndarray:
         # the smallest float16 >= peak: its mantissa rounded up to float16's 10 bits, in place
+        # (0 stays 0)
         as_int, low = _MANTISSA_BELOW_FLOAT16[x.dtype.type]
         mantissa = peak.view(as_int)
         mantissa += low
         mantissa &= ~low
         scale = peak
-        inv_step = 1.0 / scale                        # torch's levels / s is 1/s * levels
+        if silent is None:
+            inv_step = 1.0 / scale                    # torch's levels / s is 1/s * levels
+        else:                                         # and 0 where s = 0, as torch.where there
+            inv_step = np.zeros(scale.shape, scale.dtype)
+            np.divide(1.0, scale, out=inv_step, where=~silent)
         inv_step *= levels
         symbols = x * inv_step
         np.rint(symbols, out=symbols)

@@ -420,8 +420,12 @@ def _hard_inputs(dtype, seed):
         if kind == 4:
             x[..., rng.random(M) < 0.7] = 0                         # fewer than k nonzero
         if kind == 5:
-            x[:] = 0                                                # silent frames
+            x[:, int(rng.integers(0, 2))] = 0                       # a silent channel
             x[0, 0, 1] = -0.0
+            if seed % 2:
+                x[:] = 0                                            # silent frames
+            if seed % 3 == 2:
+                x[-1, -1] *= 1e-6                                   # and a float16-subnormal peak
         if kind == 6:
             x[0, 0, 5], x[-1, -1, 7] = math.nan, math.inf
         if kind == 7:                                               # peaks exactly on float16
