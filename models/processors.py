@@ -353,6 +353,7 @@ class TopK(_Mask):
     def __init__(self, k: int):
         super().__init__()
         self.k = k
+        self._row_starts = {}           # shape -> flat index of each row's first coefficient
         self.reset()
 
     @classmethod
@@ -370,14 +371,17 @@ class TopK(_Mask):
     def keep_numpy(self, coeffs):
         m = coeffs.shape[-1]
         k = min(self.k, m)
-        coeffs = np.ascontiguousarray(coeffs)
         # torch.topk itself picks the kept set: which of several equal magnitudes at the k-th
         # place survive is up to its selection algorithm, and the routes must agree on ties
-        index = torch.topk(torch.from_numpy(np.abs(coeffs)), k, dim=-1, sorted=False).indices.numpy()
-        rows = coeffs.size // m if m else 0
-        flat = index.reshape(rows, k) + np.arange(0, rows * m, m).reshape(rows, 1)
+        flat = torch.topk(torch.from_numpy(np.abs(coeffs)), k, dim=-1, sorted=False).indices.numpy()
+        shape = coeffs.shape
+        rows = shape[0] * shape[1]
+        starts = self._row_starts.get(shape)
+        if starts is None:     # one per block shape (a few frame counts), none in steady state
+            starts = self._row_starts[shape] = np.arange(0, rows * m, m).reshape(*shape[:-1], 1)
+        flat += starts                  # index in the row -> index in C order (take/put's)
         out = np.zeros(coeffs.shape, coeffs.dtype)
-        out.reshape(-1)[flat] = coeffs.reshape(-1)[flat]
+        out.put(flat, coeffs.take(flat))
         return out, rows * k
 
 
