@@ -1,4 +1,4 @@
-"""Coefficient processors benchmark: time per ``chain(coeffs)`` call, before and after, side by side.
+"""Coefficient processors benchmark: ``chain(coeffs)`` per call, before and after, side by side.
 
     python benchmarks/processors.py [--repeats 15] [--calls 200] [--before main]
 
@@ -18,6 +18,12 @@ noisy machine. No pause between variants: with one torch thread and no BLAS call
 thread pool left spinning. ``x identity``: p50 over the identity chain's p50 of the same
 version and frames; ``after/before``: p50 ratio. The script also checks that both versions
 give identical outputs and statistics on the benchmark's data.
+
+A second table (skip it with ``--no-engine``) times whole ``engine.process(block, out=out)``
+calls of the default config (N = M = 512, H = 256, 48 kHz) at B = 256 and 2 channels, one
+frame per channel per call, with each chain of each version; ``identity`` is the engine without
+processors (it then skips the chain). ``x identity`` there says what the chain costs on top of
+the transform, framing and overlap-add of a real call.
 """
 from __future__ import annotations
 
@@ -85,6 +91,56 @@ def variant(chain, frames: int, calls: int, inputs: np.ndarray):
     return run
 
 
+def engine_variant(chain, blocks: np.ndarray):
+    """A function that runs one engine call per block (B = 256, 2 channels) with ``chain``."""
+    from stream.config import load_config
+    from stream.engine import Engine, build_model
+    cfg = load_config()
+    engine = Engine(build_model(cfg), cfg.frame.hop, cfg.frame.window, blocksize=blocks.shape[1],
+                    channels=CHANNELS, processors=chain, samplerate=cfg.audio.samplerate,
+                    device="cpu")
+    out = np.empty(blocks.shape[1:], np.float32)
+
+    def run() -> np.ndarray:
+        times = np.empty(len(blocks))
+        for i, block in enumerate(blocks):
+            t = time.perf_counter()
+            engine.process(block, out=out)
+            times[i] = time.perf_counter() - t
+        return times
+    return run
+
+
+def measure(runs: dict, repeats: int, rng) -> dict:
+    """(median p50, median p99) in us per variant: every variant once a round, shuffled order."""
+    for run in runs.values():       # warm-up: first calls allocate, import, fill caches
+        run()
+    p50 = {k: [] for k in runs}
+    p99 = {k: [] for k in runs}
+    keys = list(runs)
+    for _ in range(repeats):
+        for i in rng.permutation(len(keys)):
+            times = runs[keys[i]]()
+            p50[keys[i]].append(np.percentile(times, 50))
+            p99[keys[i]].append(np.percentile(times, 99))
+    return {k: (1e6 * np.median(p50[k]), 1e6 * np.median(p99[k])) for k in keys}
+
+
+def table(med: dict, key, title: str, first: str) -> None:
+    """One row per chain (and frames, when ``key`` takes them): before/after p50/p99, ratios."""
+    print(title)
+    header = (f"| {first:<28} | before p50 | before p99 | after p50 | after p99 "
+              f"| after/before | before x identity | after x identity |")
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for row, (name, ident) in key.items():
+        b50, b99 = med[("before",) + name]
+        a50, a99 = med[("after",) + name]
+        bi, ai = b50 / med[("before",) + ident][0], a50 / med[("after",) + ident][0]
+        print(f"| {row:<28} | {b50:>10.1f} | {b99:>10.1f} | {a50:>9.1f} | {a99:>9.1f} "
+              f"| {a50 / b50:>12.2f} | {bi:>17.1f} | {ai:>16.1f} |")
+
+
 def check_identical(before, inputs: np.ndarray) -> str:
     """'yes', or which chain differs: outputs (bits, NaN-free data) and stats of both versions."""
     for name, specs in CHAINS.items():
@@ -105,6 +161,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="rounds (default 15)")
     parser.add_argument("--calls", type=int, default=200, help="calls per variant per round")
     parser.add_argument("--before", default="main", help="git revision of the 'before' version")
+    parser.add_argument("--no-engine", dest="engine", action="store_false",
+                        help="skip the engine.process table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(machine_line("processors"))
@@ -119,32 +177,28 @@ def main() -> None:
             for frames in FRAMES:
                 runs[label, name, frames] = variant(make_chain(module, specs), frames,
                                                     args.calls, inputs)
-    for run in runs.values():       # warm-up: first calls allocate, import, fill caches
-        run()
-    p50 = {k: [] for k in runs}
-    p99 = {k: [] for k in runs}
-    keys = list(runs)
-    for _ in range(args.repeats):
-        for i in rng.permutation(len(keys)):
-            times = runs[keys[i]]()
-            p50[keys[i]].append(np.percentile(times, 50))
-            p99[keys[i]].append(np.percentile(times, 99))
-    med = {k: (1e6 * np.median(p50[k]), 1e6 * np.median(p99[k])) for k in keys}
+    med = measure(runs, args.repeats, rng)
+    rows = {f"{name}, {frames} frame{'s' if frames > 1 else ''}":
+            ((name, frames), ("identity", frames)) for name in CHAINS for frames in FRAMES}
+    table(med, rows,
+          f"# chain(coeffs) per call, us: median over {args.repeats} rounds of each round's "
+          f"p50/p99 over {args.calls} calls; float32, {CHANNELS} channels, M = {M}, "
+          f"one torch thread", "chain, frames per call")
 
-    print(f"# per call, us: median over {args.repeats} rounds of each round's p50/p99 over "
-          f"{args.calls} calls; float32, {CHANNELS} channels, M = {M}, one torch thread")
-    header = (f"| {'chain':<22} | frames | before p50 | before p99 | after p50 | after p99 "
-              f"| after/before | before x identity | after x identity |")
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for name in CHAINS:
-        for frames in FRAMES:
-            b50, b99 = med["before", name, frames]
-            a50, a99 = med["after", name, frames]
-            bi = b50 / med["before", "identity", frames][0]
-            ai = a50 / med["after", "identity", frames][0]
-            print(f"| {name:<22} | {frames:>6} | {b50:>10.1f} | {b99:>10.1f} | {a50:>9.1f} "
-                  f"| {a99:>9.1f} | {a50 / b50:>12.2f} | {bi:>17.1f} | {ai:>16.1f} |")
+    if args.engine:
+        try:
+            blocks = (0.1 * rng.standard_normal((args.calls, 256, CHANNELS))).astype(np.float32)
+            runs = {(label, name): engine_variant(make_chain(module, specs), blocks)
+                    for label, module in (("before", before), ("after", after))
+                    for name, specs in CHAINS.items()}
+        except Exception as e:   # the engine is another module's business: report, go on
+            print(f"# engine table skipped: {type(e).__name__}: {e}")
+        else:
+            med = measure(runs, args.repeats, rng)
+            table(med, {name: ((name,), ("identity",)) for name in CHAINS},
+                  f"# engine.process per call at B = 256, {CHANNELS} channels, us: median over "
+                  f"{args.repeats} rounds of each round's p50/p99 over {args.calls} calls",
+                  "chain in the engine")
     print(f"# load average {os.getloadavg()[0]:.1f} at end")
 
 
