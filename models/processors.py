@@ -56,6 +56,23 @@ _FLOAT16_NORMAL = 2.0 ** -14      # smallest normal float16
 _MANTISSA_BELOW_FLOAT16 = {np.float32: (np.int32, 2 ** 13 - 1), np.float64: (np.int64, 2 ** 42 - 1)}
 
 
+def _normal_or_silent(peak: np.ndarray) -> tuple[bool, bool]:
+    """(every peak is 0 or a normal float16 in 2**-14..65504, some peak is 0); NaN is neither."""
+    if peak.size <= 64:     # a Python loop over a few floats beats two ufunc reductions
+        silent = False
+        for p in peak.ravel().tolist():
+            if not _FLOAT16_NORMAL <= p <= 65504.0:
+                if p != 0:
+                    return False, False
+                silent = True
+        return True, silent
+    lowest = np.minimum.reduce(peak, axis=None)
+    silent = bool(lowest == 0)
+    if silent:
+        lowest = np.minimum.reduce(peak, axis=None, where=peak != 0, initial=np.inf)
+    return bool(lowest >= _FLOAT16_NORMAL and np.maximum.reduce(peak, axis=None) <= 65504.0), silent
+
+
 class _Builtin(Processor):
     """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array)`` for the CPU
     route; both return a new array/tensor of the same shape and dtype with identical values."""
@@ -177,16 +194,13 @@ class Quantize(_Builtin):
         levels = self.levels(bits)
         peak = np.maximum.reduce(np.abs(x), axis=-1, keepdims=True)
         if levels <= self._EXACT_LEVELS and peak.size:
-            silent, lowest = None, np.minimum.reduce(peak, axis=None)
-            if lowest == 0:
-                silent = peak == 0
-                lowest = np.minimum.reduce(peak, axis=None, where=~silent, initial=np.inf)
-            if lowest >= _FLOAT16_NORMAL and np.maximum.reduce(peak, axis=None) <= 65504.0:
-                return self._numpy_normal(x, peak, bits, levels, silent)   # NaN fails both tests
+            normal, silent = _normal_or_silent(peak)
+            if normal:
+                return self._numpy_normal(x, peak, bits, levels, silent)
         return self._torch(torch.from_numpy(x)).numpy()
 
     def _numpy_normal(self, x: np.ndarray, peak: np.ndarray, bits: int, levels: int,
-                      silent: np.ndarray | None) -> np.ndarray:
+                      silent: bool) -> np.ndarray:
         # the smallest float16 >= peak: its mantissa rounded up to float16's 10 bits, in place
         # (0 stays 0)
         as_int, low = _MANTISSA_BELOW_FLOAT16[x.dtype.type]
@@ -194,11 +208,11 @@ class Quantize(_Builtin):
         mantissa += low
         mantissa &= ~low
         scale = peak
-        if silent is None:
+        if not silent:
             inv_step = 1.0 / scale                    # torch's levels / s is 1/s * levels
         else:                                         # and 0 where s = 0, as torch.where there
             inv_step = np.zeros(scale.shape, scale.dtype)
-            np.divide(1.0, scale, out=inv_step, where=~silent)
+            np.divide(1.0, scale, out=inv_step, where=scale != 0)
         inv_step *= levels
         symbols = x * inv_step
         np.rint(symbols, out=symbols)
