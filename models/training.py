@@ -204,7 +204,7 @@ def train(model: LearnedCosine, processors, sampler: SegmentSampler, *,
     device = sampler.device
     model.to(device).train()
     processors.to(device)
-    dtype = model.encoder.rest.dtype
+    dtype = model.dtype
     wa = torch.as_tensor(window_analysis, device=device).to(dtype)
     ws = torch.as_tensor(window_synthesis, device=device).to(dtype)
     gains, freqs = parameter_groups(model)
