@@ -4,7 +4,7 @@ sounddevice (and so PortAudio) is imported lazily, here and in stream/live.py on
 offline rendering and training work on machines without PortAudio.
 
 PortAudio lists devices once, when it initialises (at ``import sounddevice``): a device or a
-JACK server that appears later is only seen after :func:`rescan`.
+JACK server that appears later is not seen by this process.
 """
 from __future__ import annotations
 
@@ -29,14 +29,6 @@ def import_sounddevice():
         raise UserError("the Python package sounddevice is missing; install it with "
                         "`pip install sounddevice`") from None
     return sounddevice
-
-
-def rescan() -> None:
-    """Make PortAudio list devices again (a JACK server or a USB device that appeared since)."""
-    sd = import_sounddevice()
-    # sounddevice documents _terminate/_initialize as the way to refresh the device list.
-    sd._terminate()
-    sd._initialize()
 
 
 def query_devices() -> list[dict]:
