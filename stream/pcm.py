@@ -3,7 +3,7 @@
 libsndfile's own float-to-int conversion in its WAV-family writers truncates (a value a hair
 below an integer step becomes the step below), so a float32 identity render of a 16-bit file
 came back with about 30 % of its samples 1 LSB low. ``PcmConverter`` rounds to the nearest
-integer instead and hands soundfile integer arrays, which it writes unchanged:
+integer instead (ties to even) and hands soundfile integer arrays, which it writes unchanged:
 
 - PCM_16: int16, value = round(x * 32768), clipped to [-32768, 32767];
 - PCM_24: int32 holding the 24-bit value in its top 24 bits (value << 8): libsndfile keeps the

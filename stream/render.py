@@ -412,7 +412,8 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
         chunk_frames: frames per read/process/write step; memory grows with it, not the file.
         format: container name ("wav", "flac", "ogg", "opus", "mp3", ...) where the output's
             name cannot say it (needed for "-").
-        dither: "auto" (None), "tpdf" or "none"; see stream.pcm.choose_dither.
+        dither: "auto" (None), "tpdf" or "none"; see stream.pcm.choose_dither (a resampled
+            input counts as FLOAT there: auto dithers any integer output).
         samplerate: resample the input to this rate (Hz) with soxr VHQ before the engine; None
             keeps the input's.
         quality, bitrate_mode: lossy outputs only; see stream.audio_io.compression.
@@ -475,7 +476,8 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
     rate = samplerate or in_rate
     input_format, input_subtype, header_frames = source.format, source.subtype, source.frames
     _check_rate(fmt, out_subtype, rate, output)
-    dither = choose_dither(dither, input_subtype, out_subtype)
+    # resampled samples lie between the input's integer steps: they count as float
+    dither = choose_dither(dither, "FLOAT" if rate != in_rate else input_subtype, out_subtype)
     write_options = audio_io.compression(fmt, out_subtype, quality, bitrate_mode)
     resampling = rate != in_rate
     total = expected_frames(header_frames, in_rate, rate) if resampling else header_frames
