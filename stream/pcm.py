@@ -1,8 +1,8 @@
 """Float samples to integer PCM, done here rather than by libsndfile: dither, round, clip, count.
 
-libsndfile's own float-to-int conversion in its WAV-family writers truncates (a value a hair
+libsndfile's own float-to-int conversion in its WAV and AIFF writers truncates (a value a hair
 below an integer step becomes the step below), so a float32 identity render of a 16-bit file
-came back with about 30 % of its samples 1 LSB low. ``PcmConverter`` rounds to the nearest
+came back with about 40 % of its samples 1 LSB low. ``PcmConverter`` rounds to the nearest
 integer instead (ties to even) and hands soundfile integer arrays, which it writes unchanged:
 
 - PCM_16: int16, value = round(x * 32768), clipped to [-32768, 32767];
