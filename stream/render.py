@@ -541,7 +541,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                                 f"check how the file was made")
             reference = _reference(source_path, chunk_frames, reader.frames_read, in_rate, rate,
                                    channels)
-            readback = file_snr(reference, str(tmp), lossy=out_subtype in LOSSY_SUBTYPES)
+            compared = file_snr(reference, str(tmp), lossy=out_subtype in LOSSY_SUBTYPES)
             tags = audio_io.written_tags(str(tmp))
         if out_stream is not None:
             audio_io.copy_to_stdout(target, out_stream)
@@ -590,7 +590,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "latency_ms": 1000.0 * engine.latency_samples / rate,
         "snr_db": (10.0 * np.log10(signal_energy / error_energy)
                    if signal_energy > 0 and error_energy > 0 else None),
-        **readback,
+        **compared,
         "dither": dither, "quality": quality,
         "bitrate_mode": bitrate_mode.lower() if bitrate_mode else None,
         "tags": tags,
