@@ -30,9 +30,6 @@ ALIASES = {"opus": ("OGG", "OPUS"), "oga": ("OGG", None), "aif": ("AIFF", None),
            "aifc": ("AIFF", None)}
 LOSSY_FORMATS = ("OGG", "MP3")
 BITRATE_MODES = ("constant", "average", "variable")
-TAGS = tuple(sf._str_types) if hasattr(sf, "_str_types") else (
-    "title", "copyright", "software", "artist", "comment", "date", "album", "license",
-    "tracknumber", "genre")
 
 
 def container(name: str) -> tuple[str, str | None] | None:
