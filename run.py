@@ -222,30 +222,55 @@ def print_table(result: dict) -> None:
 @config_options
 @click.argument("paths", nargs=-1, required=True, metavar="INPUT [OUTPUT] | INPUT... --out-dir DIR")
 @click.option("--out-dir", default=None, help="Render every INPUT (files or folders) into DIR.")
+@click.option("--recursive", "-r", is_flag=True,
+              help="With --out-dir: also render the subfolders of folder INPUTs, mirrored in DIR.")
+@click.option("--format", "container", default=None, metavar="wav|flac|aiff|ogg|opus|mp3|...",
+              help="Output container where the name cannot say it (needed for OUTPUT '-'; "
+                   "with --out-dir it sets every output's extension).")
 @click.option("--report", "report_path", default=None,
               help="Write a JSON report here (one file) or a summary of all files (--out-dir).")
 @click.option("--subtype", default=None, metavar="PCM_16|PCM_24|FLOAT",
               help="Output sample format (default: the input's where possible, else FLOAT).")
+@click.option("--dither", type=click.Choice(["auto", "tpdf", "none"], case_sensitive=False),
+              default="auto", show_default=True,
+              help="TPDF dither before rounding to integers; auto: only when the output has "
+                   "fewer bits than the input.")
+@click.option("--samplerate", type=int, default=None, metavar="HZ",
+              help="Resample the input to HZ on the way in (soxr, very high quality).")
+@click.option("--quality", type=click.FloatRange(0, 1), default=None,
+              help="OGG/Opus/MP3 outputs: 0 (smallest file) .. 1 (best sound).")
+@click.option("--bitrate-mode", type=click.Choice(["constant", "average", "variable"],
+                                                  case_sensitive=False), default=None,
+              help="OGG/Opus/MP3 outputs: the encoder's bitrate mode.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
 @handles_errors
-def render(config_path, overrides, paths, out_dir, report_path, subtype, overwrite):
+def render(config_path, overrides, paths, out_dir, recursive, container, report_path, subtype,
+           dither, samplerate, quality, bitrate_mode, overwrite):
     """Render audio files through the engine, latency compensated (OUTPUT[i] lines up with INPUT[i]).
 
-    INPUT OUTPUT renders one file; several INPUTs or folders with --out-dir render each file,
-    carry on past bad ones and exit non-zero if any failed.
+    INPUT OUTPUT renders one file ('-' reads standard input / writes standard output; then
+    the summary goes to standard error); several INPUTs or folders with --out-dir render each
+    file, carry on past bad ones and exit non-zero if any failed.
     """
     from stream import render as rendering
+    from stream.audio_io import STDIO, check_format_option
     cfg = load(config_path, overrides)
-    jobs = rendering.plan_jobs(list(paths), out_dir)
+    container = check_format_option(container)
+    jobs = rendering.plan_jobs(list(paths), out_dir, recursive=recursive, format=container)
     if report_path and any(os.path.realpath(report_path) in (os.path.realpath(a), os.path.realpath(b))
                            for a, b in jobs):
         _fail(f"--report {report_path!r} is one of the audio files; give a new .json path")
+    to_stdout = any(target == STDIO for _, target in jobs)
     results, failed = [], []
     for source, target in jobs:
         try:
             report = rendering.render_file(cfg, source, target, subtype=subtype,
                                            overwrite=overwrite,
-                                           progress=progress_bar(os.path.basename(source)))
+                                           progress=progress_bar(os.path.basename(source)),
+                                           format=container, dither=dither,
+                                           samplerate=samplerate, quality=quality,
+                                           bitrate_mode=bitrate_mode,
+                                           make_folder=out_dir is not None)
         except Exception as e:
             from stream.errors import UserError
             if not isinstance(e, UserError) or len(jobs) == 1:
@@ -254,7 +279,9 @@ def render(config_path, overrides, paths, out_dir, report_path, subtype, overwri
             click.echo(f"failed: {source}: {e}", err=True)
             continue
         results.append(report)
-        click.echo(rendering.summary_line(report))
+        click.echo(rendering.summary_line(report), err=to_stdout)
+        for warning in report["warnings"]:
+            click.echo(f"warning: {warning}", err=True)
     if report_path:
         write_json(report_path, results[0] if len(jobs) == 1 else
                    {"rendered": results, "failed": failed})

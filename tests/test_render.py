@@ -309,12 +309,6 @@ def files(tmp_path):
     header = (tmp_path / "good.wav").read_bytes()[:30]    # cut inside the header: no data chunk
     (tmp_path / "corrupt.wav").write_bytes(header)
     (tmp_path / "folder.wav").mkdir()
-    sf.write(tmp_path / "full.flac", noise(200000, 2), 48000)
-    flac = (tmp_path / "full.flac").read_bytes()
-    (tmp_path / "cut.flac").write_bytes(flac[:len(flac) // 2])    # header promises 200000
-    sf.write(tmp_path / "full.mp3", noise(200000, 2), 48000)
-    mp3 = (tmp_path / "full.mp3").read_bytes()
-    (tmp_path / "cut.mp3").write_bytes(mp3[:len(mp3) // 3])       # decodes short of 200000
     return tmp_path
 
 
@@ -324,8 +318,6 @@ def files(tmp_path):
     (["empty.wav", "o.wav"], "0 frames"),
     (["corrupt.wav", "o.wav"], "cannot read"),
     (["folder.wav", "o.wav"], "is a folder"),
-    (["cut.mp3", "o.wav"], "of 200000 frames: truncated or corrupt"),
-    (["cut.flac", "o.wav"], "of 200000 (Error : flac decoder lost sync): truncated or corrupt"),
     (["good.wav", "nowhere/o.wav"], "output folder missing"),
     (["good.wav", "o.wav", "--subtype", "PCM_8"], "PCM_16 | PCM_24 | FLOAT"),
     (["good.wav", "o.wav", "--set", "frame.hop=100"], "frame.hop"),
@@ -336,6 +328,7 @@ def files(tmp_path):
     (["good.wav"], "INPUT OUTPUT"),
     (["good.wav", "a.wav", "b.wav"], "INPUT OUTPUT"),
     (["good.wav", "--out-dir", "nowhere"], "output folder missing"),
+    (["good.wav", "--out-dir", "exists.wav"], "--out-dir 'exists.wav' is a file, not a folder"),
 ])
 def test_bad_input_is_one_line(files, monkeypatch, args, phrase):
     monkeypatch.chdir(files)
@@ -353,7 +346,8 @@ def test_unreadable_and_special_inputs(tmp_path):
     line = one_error_line(invoke("render", WRITE_ONLY, str(tmp_path / "o.wav")))
     assert line == f"error: cannot read {WRITE_ONLY!r}: Permission denied"
     line = one_error_line(invoke("render", os.devnull, str(tmp_path / "o.wav")))
-    assert line == f"error: input {os.devnull!r} is not a regular file; give an audio file"
+    assert line == (f"error: input {os.devnull!r} is not a regular file; give an audio file "
+                    f"(or '-' to read standard input)")
     assert list(tmp_path.iterdir()) == []
 
 
