@@ -65,7 +65,11 @@ def test_demo_command_writes_files_and_a_row_per_preset(tmp_path):
         report = json.loads((out / f"demo-{name}.json").read_text())
         assert report["snr_db"] == pytest.approx(rows[name]["snr_db"])
         assert rows[name]["latency_ms"] == pytest.approx(511 / 48.0)
-        assert rows[name]["realtime_factor"] > 0
+        # the row's speed is the render's own: audio seconds over wall seconds, both reported
+        assert report["seconds_audio"] == pytest.approx(material.shape[0] / SAMPLERATE)
+        assert rows[name]["realtime_factor"] == pytest.approx(
+            report["seconds_audio"] / report["seconds_wall"])
+        assert report["seconds_wall"] > 0
     assert rows["default"]["snr_db"] >= 90                   # identity
     assert rows["default"]["bitrate_kbps"] is None and rows["default"]["kept_percent"] is None
     # 6 bits: at most log2(63) bits per coefficient + 16 side bits per frame, 187.5 frames/s, 2 ch

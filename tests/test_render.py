@@ -207,12 +207,37 @@ def test_report_fields_and_quantizer_bitrate(tmp_path):
     assert r["config"]["processors"] == [{"type": "quantize", "bits": 6}]
     q = r["processors"][0]
     assert (q["type"], q["bits"]) == ("quantize", 6)
-    # bitrate = (entropy bits x M + 16 side bits) per frame x frames per second x channels
-    assert 0 < q["entropy_bits"] <= np.log2(63)
-    expected = (q["entropy_bits"] * 512 + 16) * (48000 / 256) * 2 / 1000
-    assert r["bitrate_kbps"] == pytest.approx(expected, rel=1e-9)
+    # bitrate = (entropy bits x M + 16 side bits) per frame x frames per second x channels,
+    # the entropy recomputed here from the coefficients the quantizer saw (README: the step is
+    # the frame's peak, rounded up to float16, over 2**(bits-1) - 1)
+    seen = coefficients_seen(tmp_path / "in.wav", [QUANTIZE_6])
+    peak = np.abs(seen).max(axis=2, keepdims=True)
+    scale = peak.astype(np.float16)
+    scale = np.where(scale.astype(np.float64) < peak, np.nextafter(scale, np.float16(np.inf)),
+                     scale).astype(np.float64)
+    symbols = np.rint(seen / np.where(scale > 0, scale / 31, 1)).astype(np.int64).ravel()
+    p = np.bincount(symbols - symbols.min()) / symbols.size
+    entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
+    assert q["entropy_bits"] == pytest.approx(entropy, rel=1e-6)
+    expected = (entropy * 512 + 16) * (48000 / 256) * 2 / 1000
+    assert r["bitrate_kbps"] == pytest.approx(expected, rel=1e-6)
     assert 15 < r["snr_db"] < 45                 # 6 bits: coarse but not silence
     assert "kbps" in result.stdout and "SNR" in result.stdout
+
+
+def coefficients_seen(path, overrides) -> np.ndarray:
+    """(frames, channels, M) float64: what the first processor receives when ``path`` renders
+    with ``overrides`` (the contract: the same for any chunking)."""
+    from helpers import recording_chain
+    from models import processors as registry
+    from stream.engine import Engine, build_model
+    cfg = stream.load_config(None, ["model.device=cpu", *overrides])
+    x = sf.read(path, dtype="float32", always_2d=True)[0]
+    chain, recorder = recording_chain(m=cfg.model.coefficients)
+    engine = Engine(build_model(cfg), cfg.frame.hop, cfg.frame.window, channels=x.shape[1],
+                    processors=chain)
+    engine.render(x)
+    return recorder.coefficients(x.shape[1], cfg.model.coefficients).astype(np.float64)
 
 
 def test_silence_costs_only_the_side_information(tmp_path):
@@ -226,8 +251,9 @@ def test_silence_costs_only_the_side_information(tmp_path):
     assert not np.any(sf.read(tmp_path / "out.wav")[0])
 
 
-def test_streaming_snr_matches_the_files_and_any_chunking(tmp_path):
-    cfg = stream.load_config(None, [QUANTIZE_6, "model.device=cpu"])
+@pytest.mark.parametrize("overrides", [[], ["model.coefficients=384"]], ids=["dct", "matrix"])
+def test_streaming_snr_matches_the_files_and_any_chunking(tmp_path, overrides):
+    cfg = stream.load_config(None, [QUANTIZE_6, "model.device=cpu", *overrides])
     x = noise(100000, 2)
     sf.write(tmp_path / "in.wav", x, 48000, subtype="FLOAT")
     big = render_file(cfg, str(tmp_path / "in.wav"), str(tmp_path / "a.wav"))
