@@ -235,15 +235,38 @@ def test_same_seed_same_checkpoint(tmp_path):
                            c["state_dict"]["encoder.freq_offset_bins"])
 
 
-def test_continue_from_a_checkpoint_and_overwrite_it(tmp_path):
+def test_continue_from_a_checkpoint_into_a_new_one(tmp_path):
     audio = write(tmp_path / "train.wav", resonant_noise(1.0, seed=5))
     ckpt = str(tmp_path / "model.pt")
     first = train_files(config(*SMALL), [audio], steps=20, batch=4, lr=1e-2, out_path=ckpt)
+    before = Path(ckpt).read_bytes()
+    # the checkpoint in use is never the output, not even with --overwrite
+    for flags in ([], ["--overwrite"]):
+        result = invoke("train", audio, *sets(*SMALL, f"model.checkpoint={ckpt}"), "--out", ckpt,
+                        "--steps", "3", *flags)
+        assert result.exit_code == 2 and "is the checkpoint in use" in result.stderr
+        assert Path(ckpt).read_bytes() == before
+    again = str(tmp_path / "model2.pt")
     second = train_files(config(*SMALL, f"model.checkpoint={ckpt}"), [audio], steps=20,
-                         batch=4, lr=1e-2, out_path=ckpt)
+                         batch=4, lr=1e-2, out_path=again)
     # the same held-out audio through the same engine: it starts where the first run ended
     assert second["snr_before_db"] == first["snr_after_db"]
-    assert read_checkpoint(ckpt)["extra"]["snr_after_db"] == second["snr_after_db"]
+    assert read_checkpoint(again)["extra"]["snr_after_db"] == second["snr_after_db"]
+
+
+def test_an_existing_out_needs_overwrite(tmp_path):
+    audio = write(tmp_path / "train.wav", resonant_noise(1.0, seed=5))
+    out = tmp_path / "model.pt"
+    assert invoke("train", audio, *sets(*SMALL), "--out", str(out), "--steps", "3").exit_code == 0
+    first = out.read_bytes()
+    refused = invoke("train", audio, *sets(*SMALL), "--out", str(out), "--steps", "3",
+                     "--seed", "1")
+    assert refused.exit_code == 2, refused.output
+    assert "exists; pass --overwrite" in refused.stderr and out.read_bytes() == first
+    replaced = invoke("train", audio, *sets(*SMALL), "--out", str(out), "--steps", "3",
+                      "--seed", "1", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert read_checkpoint(out)["extra"]["seed"] == 1
 
 
 def test_log_csv_and_progress_with_the_loss(tmp_path):
@@ -327,9 +350,12 @@ def files(tmp_path):
      "no gradient reaches"),
     (["{audio}", "--lr", "1e30"], "training diverged"),
     (["{audio}", "--out", "{audio}"], "is the audio file"),
-    (["{audio}", "--out", "{text}"], "is not a cosine-host checkpoint"),
+    (["{audio}", "--out", "{text}"], "exists; pass --overwrite to replace it"),
+    (["{audio}", "--out", "{text}", "--overwrite"], "is not a cosine-host checkpoint"),
     (["{audio}", "--out", "{tmp}/nowhere/m.pt"], "does not exist"),
-    (["{audio}", "--log", "{audio}"], "refusing to overwrite"),
+    (["{audio}", "--log", "{audio}"], "never overwritten, not even with --overwrite"),
+    (["{audio}", "--log", "{audio}", "--overwrite"], "is the audio file"),
+    (["{audio}", "--out", "{tmp}"], "is a folder"),
     (["{audio}", "--log", "{out}"], "same file"),
 ])
 def test_bad_input_is_one_line(files, args, phrase):
@@ -350,7 +376,9 @@ def test_bad_input_is_one_line(files, args, phrase):
 
 def test_no_audio_files_is_a_usage_error():
     result = invoke("train")
-    assert result.exit_code == 2 and "Missing argument 'AUDIO...'" in result.output
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: missing argument 'AUDIO...' (see ")
+    assert result.stderr.endswith(" train --help)\n") and result.stderr.count("\n") == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
