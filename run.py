@@ -21,6 +21,7 @@ EXAMPLES = {
     "live": "python run.py live -i 0 -o 0 --duration 30 --report live.json",
     "latency": "python run.py latency algorithmic --blocksizes 32,64,256",
     "train": "python run.py train speech.wav --set model.coefficients=256 --steps 500 --out model.pt",
+    "presets": "python run.py presets",
 }
 
 
@@ -91,8 +92,9 @@ def config_options(fn):
     """-c/--config and --set, shared by every command."""
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                       help="Override one config value (repeatable), e.g. --set frame.hop=128.")(fn)
-    fn = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-                      default=None, help="YAML config (default: configs/default.yaml).")(fn)
+    fn = click.option("-c", "--config", "config_path", default=None, metavar="FILE|PRESET",
+                      help="YAML config file, or a shipped preset's name (see `presets`); "
+                           "default: the shipped default.yaml.")(fn)
     return fn
 
 
@@ -181,6 +183,11 @@ def info(config_path, overrides, as_json):
                + (f" + processors {lat['processor_samples']}" if lat["processor_samples"] else "")
                + ")")
     click.echo(f"transform: {data['transform']} ({data['transform_reason']})")
+    if data["checkpoint"]:
+        ck = data["checkpoint"]
+        click.echo(f"checkpoint {ck['path']}:")
+        click.echo(yaml.safe_dump({"metadata": ck["metadata"], "extra": ck["extra"]},
+                                  sort_keys=False).rstrip())
     click.echo("config:")
     click.echo(yaml.safe_dump(data["config"], sort_keys=False).rstrip())
 
@@ -204,14 +211,28 @@ def status_printer(stream=None):
 @handles_errors
 def devices(config_path, overrides):
     """List audio devices: index, name, host API, input/output channels, default rate, defaults."""
-    from stream.devices import query_devices
+    from stream.devices import NO_DEVICE_HINT, query_devices
     load(config_path, overrides)        # a bad config is reported here as everywhere
     rows = query_devices()
+    if not rows:
+        click.echo(f"PortAudio sees no audio device; {NO_DEVICE_HINT}")
+        return
     for r in rows:
         r["default"] = ("in " if r["default_input"] else "") + ("out" if r["default_output"] else "")
     click.echo(table(rows, [("index", "#", ""), ("name", "name", ""), ("hostapi", "host API", ""),
                             ("max_input_channels", "in", ""), ("max_output_channels", "out", ""),
                             ("default_samplerate", "rate", ".0f"), ("default", "default", "")]))
+
+
+@cli.command(epilog=_epilog("presets"))
+@handles_errors
+def presets():
+    """List the shipped presets, usable by name from any folder: -c NAME (e.g. -c lowpass)."""
+    from stream.config import presets as shipped
+    rows = shipped()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['name'].ljust(width)}  {r['description']}")
 
 
 @cli.command(epilog=_epilog("live"))
