@@ -322,11 +322,12 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
 
     def log_step(row: dict) -> None:
         row["seconds"] = round(time.monotonic() - started, 3)
-        rows.append(row)
-        last.update(step=row["step"], state=snapshot())
+        state = snapshot()
         if log is not None:
             with _writing("--log", log_path):
                 log.write(row)
+        rows.append(row)
+        last.update(step=row["step"], state=state)
         if save_every and row["step"] % save_every == 0 and row["step"] < steps:
             periodic_save(row["step"])
         if on_step is not None:
