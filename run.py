@@ -309,7 +309,7 @@ def render(config_path, overrides, paths, out_dir, report_path, subtype, overwri
     cfg = load(config_path, overrides)
     jobs = rendering.plan_jobs(list(paths), out_dir)
     check_outputs(cfg, [("output", b) for _, b in jobs] + [("--report", report_path)], overwrite,
-                  inputs=[("input", a) for a, _ in jobs])
+                  inputs=[("input file", a) for a, _ in jobs])
     results, failed = [], []
     for source, target in jobs:
         try:

@@ -85,8 +85,8 @@ def check_outputs(outputs: Iterable[tuple[str, object]],
                               f"{os.path.join(path, 'out' + _suffix(flag))!r}")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise OutputError(f"{flag} {path!r}: the folder {folder!r} does not exist; create "
-                              f"it first (mkdir -p {folder})")
+            raise OutputError(f"{flag} {path!r}: output folder missing: {folder!r} does not "
+                              f"exist; create it first (mkdir -p {folder})")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"{flag} {path!r}: the folder {folder!r} is not writable; choose "
                               f"another folder")
