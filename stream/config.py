@@ -354,7 +354,9 @@ def _from_dict(data: dict, source: str) -> Config:
     if model.coefficients > n:
         raise ConfigError(f"model.coefficients = {model.coefficients}: must be <= frame.size "
                           f"({n}); allowed: 1..{n}")
-    check_memory(n, model.coefficients)
+    audio = sections["audio"]
+    check_memory(n, model.coefficients, blocksize=audio.blocksize, channels=audio.channels,
+                 dtype=model.dtype)
 
     procs = data.get("processors")
     if procs is None:
@@ -388,10 +390,21 @@ def _hop_suggestion(n: int, window: str) -> str:
             f"{even // 2}, or frame.window rectangular with frame.hop {n}")
 
 
-def memory_needed_bytes(frame_size: int, coefficients: int) -> int:
+BUFFERS_PER_CHANNEL = 8
+"""Engine buffers of (block size + 2 N) samples per channel, counted generously: the input and
+output queues, the frames and coefficients of one call and their copies."""
+
+
+def memory_needed_bytes(frame_size: int, coefficients: int, blocksize: int = 0,
+                        channels: int = 1, dtype: str = "float32") -> int:
     """Peak memory in bytes to build a model of N = ``frame_size`` and M = ``coefficients`` and
-    its engine: BYTES_PER_MATRIX_ENTRY * N * M + BASE_BYTES (float32 or float64 alike)."""
-    return BYTES_PER_MATRIX_ENTRY * frame_size * coefficients + BASE_BYTES
+    run its engine on blocks of ``blocksize`` samples (0: varying) of ``channels`` channels:
+    BYTES_PER_MATRIX_ENTRY * N * M (the matrices, float32 or float64 alike: the build's float64
+    phase grids dominate) + BUFFERS_PER_CHANNEL buffers of (blocksize + 2 N) samples of
+    ``dtype`` per channel + BASE_BYTES."""
+    itemsize = 8 if dtype == "float64" else 4
+    buffers = BUFFERS_PER_CHANNEL * (blocksize + 2 * frame_size) * channels * itemsize
+    return BYTES_PER_MATRIX_ENTRY * frame_size * coefficients + buffers + BASE_BYTES
 
 
 def memory_available_bytes() -> int | None:
@@ -433,17 +446,26 @@ def _mapped_bytes() -> int:
     return 0
 
 
-def check_memory(frame_size: int, coefficients: int, available: int | None = None) -> None:
-    """Refuse a model that would not fit: ConfigError naming the need and the limit.
+def check_memory(frame_size: int, coefficients: int, blocksize: int = 0, channels: int = 1,
+                 dtype: str = "float32", available: int | None = None) -> None:
+    """Refuse a config that would not fit: ConfigError naming the need and the limit.
 
-    available: bytes; None asks ``memory_available_bytes()`` (no check when unknown).
+    Arguments as for ``memory_needed_bytes``; available: bytes, None asks
+    ``memory_available_bytes()`` (no check when unknown).
     """
-    need = memory_needed_bytes(frame_size, coefficients)
+    need = memory_needed_bytes(frame_size, coefficients, blocksize, channels, dtype)
     if available is None:
         available = memory_available_bytes()
-    if available is not None and need > available:
-        raise ConfigError(
-            f"frame.size = {frame_size} with model.coefficients = {coefficients} needs about "
-            f"{need / 1e9:.1f} GB of memory to build the model ({BYTES_PER_MATRIX_ENTRY} bytes "
-            f"per entry of its N x M matrices) but {available / 1e9:.1f} GB are available; use "
-            f"a smaller frame.size or model.coefficients")
+    if available is None or need <= available:
+        return
+    matrices = BYTES_PER_MATRIX_ENTRY * frame_size * coefficients
+    if matrices >= need / 2:
+        what = (f"frame.size = {frame_size} with model.coefficients = {coefficients} needs "
+                f"about {need / 1e9:.1f} GB of memory to build the model "
+                f"({BYTES_PER_MATRIX_ENTRY} bytes per entry of its N x M matrices)")
+        fix = "use a smaller frame.size or model.coefficients"
+    else:
+        what = (f"audio.blocksize = {blocksize} with audio.channels = {channels} needs about "
+                f"{need / 1e9:.1f} GB of memory for the engine's buffers")
+        fix = "use a smaller audio.blocksize (a few hundred samples is usual)"
+    raise ConfigError(f"{what} but {available / 1e9:.1f} GB are available; {fix}")

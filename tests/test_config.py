@@ -205,6 +205,16 @@ def test_memory_estimate_refuses_what_does_not_fit():
         config_module.check_memory(8192, 8192, available=10 ** 9)
 
 
+def test_memory_estimate_counts_the_engine_buffers():
+    small = config_module.memory_needed_bytes(512, 512)
+    assert config_module.memory_needed_bytes(512, 512, blocksize=256, channels=2) > small
+    assert config_module.memory_needed_bytes(512, 512, 256, 2, "float64") > \
+        config_module.memory_needed_bytes(512, 512, 256, 2, "float32")
+    with pytest.raises(ConfigError, match=r"audio.blocksize = 1099511627776 with audio.channels "
+                                          r"= 2 needs about 70368.8 GB .*smaller audio.blocksize"):
+        load_config(overrides=[f"audio.blocksize={1 << 40}"])
+
+
 def _limit_address_space():
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
