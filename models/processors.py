@@ -23,6 +23,8 @@ import importlib
 import inspect
 import math
 import re
+import types
+import typing
 from collections.abc import Mapping
 
 import torch
@@ -492,7 +494,62 @@ def _check_plugin(type_name: str, params: dict) -> dict:
     except TypeError as e:
         raise TypeError(f"type = {type_name!r}: arguments do not fit {cls.__name__}{signature}: "
                         f"{e}") from None
+    hints = _type_hints(cls)
+    for key, value in params.items():
+        parameter = signature.parameters.get(key)
+        if parameter is None:
+            continue
+        expected = _expected_types(hints.get(key, parameter.annotation), parameter.default)
+        if expected and not any(_fits(value, t) for t in expected):
+            names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected)
+            raise TypeError(f"{key} = {value!r}: must be {names} for {type_name}")
     return {"type": type_name, **params}
+
+
+_CHECKED_TYPES = (bool, int, float, str, list, dict, tuple, type(None))
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping", tuple: "a list", type(None): "null"}
+
+
+def _type_hints(cls) -> dict:
+    """The constructor's resolved annotations; {} where they cannot be resolved."""
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:   # a forward reference or a name that does not resolve: no type check
+        return {}
+
+
+def _expected_types(annotation, default) -> tuple:
+    """The plain types a keyword value may have: from a simple annotation (int, float, bool,
+    str, list, dict, Optional/Union of these, list[...]), else from a number, string or
+    boolean default; () means "not checked" (any other annotation, no default)."""
+    if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+        if isinstance(default, (bool, int, float, str)):
+            # an unannotated integer default (gain=1) may well take 0.5: any number then
+            return (float,) if type(default) is int else (type(default),)
+        return ()
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):
+        parts = [_expected_types(a, inspect.Parameter.empty) for a in typing.get_args(annotation)]
+        return () if any(not p for p in parts) else tuple(t for p in parts for t in p)
+    if origin is not None:
+        annotation = origin
+    if annotation is None:
+        return (type(None),)
+    return (annotation,) if annotation in _CHECKED_TYPES else ()
+
+
+def _fits(value, expected: type) -> bool:
+    """isinstance, except that booleans are not numbers and an integer is a float."""
+    if expected is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if expected is float:
+        return isinstance(value, (int, float))
+    if expected is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, expected)
 
 
 # ----------------------------------------------------------------------------- module API

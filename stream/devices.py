@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from stream.errors import UserError
 
+NO_DEVICE_HINT = ("connect one, or start the JACK server before this program "
+                  "(e.g. `jackd --no-realtime -d dummy -r 48000 -p 256 &`)")
+"""What to do when PortAudio sees no device: said by `devices` and by `live`."""
+
 PORTAUDIO_HINT = ("install the PortAudio library: Debian/Ubuntu `sudo apt install libportaudio2`, "
                   "Fedora `sudo dnf install portaudio`, macOS `brew install portaudio` "
                   "(Windows: the sounddevice wheel bundles it)")
@@ -108,8 +112,7 @@ def resolve_device(spec, kind: str, devices: list[dict] | None = None) -> dict:
 
     if not usable:
         raise UserError(f"PortAudio sees no {kind} device (`python run.py devices` lists what "
-                        f"it sees); connect one, or start the JACK server before this program "
-                        f"(e.g. `jackd --no-realtime -d dummy -r 48000 -p 256 &`)")
+                        f"it sees); {NO_DEVICE_HINT}")
     if spec is None:
         for d in usable:
             if d[f"default_{kind}"]:

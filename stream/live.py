@@ -26,6 +26,7 @@ import numpy as np
 from stream import jack, monitor
 from stream.devices import check_settings, import_sounddevice, query_devices, resolve_device
 from stream.errors import UserError
+from stream.interrupts import Terminated
 
 # Largest block the callback is prepared for when the device chooses the size (blocksize 0).
 MAX_VARIABLE_FRAMES = 16384
@@ -183,7 +184,7 @@ class LiveSession:
         gc.freeze()
         stream = None
         device_latency_s = (0.0, 0.0)
-        stopped_by, error = None, None
+        stopped_by, error, terminated = None, None, None
         started = time.monotonic()
         stopped = started
         self._toggles = 0
@@ -208,8 +209,10 @@ class LiveSession:
             with _Keys(keys) as keyboard:
                 stopped_by = self._wait(stream, keyboard, duration_s, on_status, started,
                                         eng_lat, device_latency_s, pr)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             stopped_by = "interrupt"
+            if isinstance(e, Terminated):       # SIGTERM / SIGHUP: stop as for Ctrl-C, then
+                stopped_by, terminated = e.name, e     # exit non-zero (stream.interrupts)
         except UserError as e:
             stopped_by, error = "error", e
         finally:
@@ -257,6 +260,10 @@ class LiveSession:
                 raise UserError(f"cannot write the report {self.report_path!r}: {e}") from None
         if error is not None:
             raise error
+        if terminated is not None:
+            terminated.note = "the stream was closed" + (
+                f" and the report written to {self.report_path!r}" if self.report_path else "")
+            raise terminated
         return report
 
     def _wait(self, stream, keyboard, duration_s, on_status, started, eng_lat, device_latency_s,

@@ -22,7 +22,9 @@ ROWS = ["default", *PRESETS]
 def test_presets_are_complete_documented_yaml():
     for name in PRESETS:
         text = (ROOT / "configs" / f"{name}.yaml").read_text()
-        assert text.startswith(f"# cosine-host preset: {name}\n")
+        first, second = text.splitlines()[:2]
+        assert first.startswith("# ") and len(first) > 20        # `run.py presets` shows it
+        assert second == f"# cosine-host preset: {name}"
         for section in ("audio:", "frame:", "model:", "processors:", "monitor:"):
             assert f"\n{section}" in text
 
@@ -127,3 +129,13 @@ def test_demo_in_a_subprocess_needs_no_sound_card(tmp_path):
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()[2:2 + len(ROWS)]] == ROWS
     assert len(list((tmp_path / "d").glob("demo-*.wav"))) == 1 + len(ROWS)
+    # again into the same folder: its own files are refused, then replaced with --overwrite
+    again = subprocess.run([sys.executable, str(ROOT / "run.py"), "demo", "--out-dir",
+                            str(tmp_path / "d"), "--set", "model.device=cpu"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.startswith("error: --out-dir material ") and "pass --overwrite" in again.stderr
+    replaced = subprocess.run([sys.executable, str(ROOT / "run.py"), "demo", "--out-dir",
+                               str(tmp_path / "d"), "--set", "model.device=cpu", "--overwrite"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert replaced.returncode == 0, replaced.stderr

@@ -275,9 +275,9 @@ def test_pcm_output_clips_and_counts_float_keeps(tmp_path):
     for subtype, clipped in (("PCM_16", loud), ("FLOAT", 0)):
         out = tmp_path / f"{subtype}.wav"
         result = invoke("render", str(tmp_path / "in.wav"), str(out), "--subtype", subtype,
-                        "--set", gain, "--report", str(tmp_path / "r.json"))
+                        "--set", gain, "--report", str(tmp_path / f"{subtype}.json"))
         assert result.exit_code == 0, result.output
-        r = json.loads((tmp_path / "r.json").read_text())
+        r = json.loads((tmp_path / f"{subtype}.json").read_text())
         y = sf.read(out, dtype="float32")[0]
         assert r["clipped_samples"] == clipped
         assert r["peak"] == pytest.approx(1.6, abs=1e-4)
