@@ -487,7 +487,7 @@ def latency_bench(config_path, overrides, json_path, plot_path, overwrite, block
 def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, seed, log_path,
           plot_path, save_every, overwrite):
     """Fit the transform's gains and frequencies to AUDIO files through the config's processors."""
-    from stream.training import train_files
+    from stream.train import train_files
     cfg = load(config_path, overrides)
     result = train_files(cfg, list(audio), steps=steps, batch=batch, lr=lr, out_path=out_path,
                          val_path=val_path, seed=seed, log_path=log_path, plot_path=plot_path,

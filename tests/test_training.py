@@ -23,7 +23,7 @@ from models import training as T
 from run import cli
 from stream.config import load_config
 from stream.engine import Engine, build_model
-from stream.training import LOG_COLUMNS, train_files
+from stream.train import LOG_COLUMNS, train_files
 from stream.windows import window_pair
 
 ROOT = Path(__file__).resolve().parent.parent

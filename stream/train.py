@@ -270,7 +270,7 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
             f"fewer coefficients, e.g. --set model.coefficients={max(1, model.m // 2)}, or "
             f"through processors, e.g. --set 'processors=[{{type: quantize, bits: 4}}]'")
     try:
-        sampler = SegmentSampler(train_signals, n, hop, dtype=model.encoder.rest.dtype,
+        sampler = SegmentSampler(train_signals, n, hop, dtype=model.dtype,
                                  device=device)
     except TrainingError as e:
         raise UserError(str(e)) from None
