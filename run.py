@@ -105,11 +105,11 @@ def overwrite_option(fn):
                              "in use or an input).")(fn)
 
 
-def check_outputs(cfg, outputs, overwrite, inputs=()):
+def check_outputs(cfg, outputs, overwrite, inputs=(), made_below=None):
     """Refuse, before any work, outputs that exist (without --overwrite) or that would replace
     the config, the checkpoint in use or an input (see stream/outputs.py)."""
     from stream.outputs import check_outputs as check, protected_paths
-    check(outputs, protected_paths(cfg, inputs), overwrite)
+    check(outputs, protected_paths(cfg, inputs), overwrite, made_below)
 
 
 def load(config_path, overrides):
@@ -327,9 +327,11 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
     from stream.audio_io import STDIO, check_format_option
     cfg = load(config_path, overrides)
     container = check_format_option(container)
-    jobs = rendering.plan_jobs(list(paths), out_dir, recursive=recursive, format=container)
+    from stream.jobs import plan_jobs
+    jobs = plan_jobs(list(paths), out_dir, recursive=recursive, format=container)
     check_outputs(cfg, [("output", b) for _, b in jobs] + [("--report", report_path)], overwrite,
-                  inputs=[("input file", a) for a, _ in jobs])
+                  inputs=[("input file", a) for a, _ in jobs],
+                  made_below=out_dir if recursive else None)
     to_stdout = any(target == STDIO for _, target in jobs)
     results, failed = [], []
     for source, target in jobs:

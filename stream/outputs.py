@@ -53,7 +53,7 @@ def protected_paths(cfg=None, inputs: Iterable[tuple[str, object]] = ()) -> list
 
 def check_outputs(outputs: Iterable[tuple[str, object]],
                   protected: Iterable[tuple[str, object]] = (),
-                  overwrite: bool = False) -> list[tuple[str, str]]:
+                  overwrite: bool = False, made_below=None) -> list[tuple[str, str]]:
     """Check the paths a command will write, before it does any work.
 
     Args:
@@ -61,6 +61,9 @@ def check_outputs(outputs: Iterable[tuple[str, object]],
             a path of None or "-" is skipped.
         protected: (what, path) pairs never to be replaced (see ``protected_paths``).
         overwrite: allow replacing existing outputs (never protected ones).
+        made_below: a folder under which the command creates missing subfolders itself
+            (render --recursive mirrors the input folders below --out-dir): there, the nearest
+            existing folder is checked instead.
     Returns:
         The (flag, path) pairs that were checked.
     Raises:
@@ -84,6 +87,9 @@ def check_outputs(outputs: Iterable[tuple[str, object]],
             raise OutputError(f"{flag} {path!r} is a folder; give a file path such as "
                               f"{os.path.join(path, 'out' + _suffix(flag))!r}")
         folder = os.path.dirname(os.path.abspath(path))
+        if made_below is not None and _inside(folder, made_below):
+            while not os.path.exists(folder) and _inside(os.path.dirname(folder), made_below):
+                folder = os.path.dirname(folder)
         if not os.path.isdir(folder):
             raise OutputError(f"{flag} {path!r}: output folder missing: {folder!r} does not "
                               f"exist; create it first (mkdir -p {folder})")
@@ -97,6 +103,11 @@ def check_outputs(outputs: Iterable[tuple[str, object]],
             if not overwrite:
                 raise OutputError(f"{flag} {path!r} exists; pass --overwrite to replace it")
     return checked
+
+
+def _inside(path: str, folder) -> bool:
+    folder = os.path.abspath(os.fspath(folder))
+    return os.path.commonpath([os.path.abspath(path), folder]) == folder
 
 
 def _suffix(flag: str) -> str:

@@ -13,16 +13,15 @@ is then read back and its SNR against the engine's input reported next to the en
 
 Outputs are written atomically (a temporary file in the output's folder, renamed on success;
 for standard output a private temporary file streamed out only after success): an error or
-Ctrl-C leaves no partial file, and an existing output is kept unless asked. ``plan_jobs``
-turns the command line's paths into (input, output) pairs; ``summary_line`` describes one
-report for people.
+Ctrl-C leaves no partial file, and an existing output is kept unless asked
+(stream/formats.py checks outputs; stream/jobs.py turns the command line's paths into (input,
+output) pairs). ``summary_line`` describes one report for people.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import os
-import pathlib
 import shutil
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import types
 import numpy as np
 import soundfile as sf
 
-from stream import audio_io, readback
+from stream import audio_io, formats, readback
 from stream.engine import Engine
 from stream.errors import UserError
 from stream.files import atomic_path
@@ -42,122 +41,12 @@ from stream.resample import QUALITY as RESAMPLER
 from stream.resample import check_rate, expected_frames, resample_chunks
 
 CHUNK_FRAMES = 1 << 16          # frames read, processed and written per step (bounds memory)
-SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
-SUBTYPE_BYTES = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
-# RIFF WAV sizes are 32-bit: keep a margin below 4 GiB for the header.
-WAV_MAX_DATA_BYTES = 2 ** 32 - (1 << 20)
-UNCLIPPED_SUBTYPES = ("FLOAT", "DOUBLE")   # sample formats that hold values beyond full scale
-# sample rates (Hz) the lossy codecs can hold
-MPEG_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-RATES = {"OPUS": (8000, 12000, 16000, 24000, 48000), "MPEG_LAYER_I": MPEG_RATES,
-         "MPEG_LAYER_II": MPEG_RATES, "MPEG_LAYER_III": MPEG_RATES}
 
 
 # --- planning ---------------------------------------------------------------------------------
 
-def audio_extensions() -> set[str]:
-    """Lower-case file extensions (no dot) that soundfile maps to a format, e.g. "wav", "flac"."""
-    return {name.lower() for name in sf.available_formats()} | set(audio_io.ALIASES)
-
-
-def plan_jobs(paths: list[str], out_dir: str | None, recursive: bool = False,
-              format: str | None = None) -> list[tuple[str, str]]:
-    """(input, output) pairs for the render command.
-
-    Args:
-        paths: without ``out_dir`` exactly ``[INPUT, OUTPUT]`` ("-" for standard input or
-            output); with ``out_dir`` any number of files and folders (a folder contributes the
-            audio files directly inside it, or with ``recursive`` every audio file below it; by
-            extension, hidden files and folders skipped, sorted by name).
-        out_dir: existing folder for the outputs, or None. Each output is
-            ``out_dir/<path below the input folder>/<input stem>.<ext>``: ``format``'s extension
-            when given, else the input's when that format can hold PCM_16, PCM_24 or FLOAT
-            samples (wav, flac, aiff, ...), else ``.wav`` (ogg, mp3). Subfolders are mirrored,
-            so files of different subfolders never meet.
-        recursive: descend into subfolders of folder inputs (needs ``out_dir``).
-        format: a container name (``--format``) for the outputs, or None.
-    Raises:
-        UserError: wrong number of paths, a missing output folder or one that is a file, a
-            folder without audio files, "-" with ``out_dir``, or two inputs that would write
-            the same output.
-    Missing or unreadable input files are not checked here: ``render_file`` reports them, so a
-    batch carries on past them.
-    """
-    if out_dir is None:
-        if len(paths) != 2:
-            raise UserError(f"render takes INPUT OUTPUT for one file (got {len(paths)} "
-                            f"path{'s' if len(paths) != 1 else ''}); for several files or "
-                            f"folders use: render INPUT... --out-dir DIR")
-        if recursive:
-            raise UserError("--recursive renders folders into --out-dir DIR; add --out-dir or "
-                            "drop --recursive")
-        return [(paths[0], paths[1])]
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError(f"--out-dir {out_dir!r} is a file, not a folder; give a folder (or "
-                        f"move the file away)")
-    if not os.path.isdir(out_dir):
-        raise UserError(f"output folder missing: {out_dir!r} does not exist; create it first "
-                        f"(mkdir -p {out_dir})")
-    if audio_io.STDIO in paths:
-        raise UserError("'-' (standard input) cannot be rendered with --out-dir; use "
-                        "render - OUTPUT")
-    known = audio_extensions()
-    jobs, claimed = [], {}
-    for path in paths:
-        if os.path.isdir(path):
-            sources = _folder_audio(path, known, recursive)
-            if not sources:
-                raise UserError(f"folder {path!r} has no audio files (extensions soundfile "
-                                f"reads, e.g. .wav .flac .ogg .mp3)"
-                                + ("" if recursive else " directly inside; add --recursive "
-                                   "for subfolders, or") + " remove it from the command")
-        else:
-            sources = [(path, "")]
-        for source, below in sources:
-            target = os.path.join(out_dir, below, _output_name(source, format))
-            key = os.path.normcase(os.path.abspath(target))
-            if key in claimed:
-                raise UserError(f"{claimed[key]!r} and {source!r} would both be written to "
-                                f"{target!r}; render them into different --out-dir folders")
-            claimed[key] = source
-            jobs.append((source, target))
-    return jobs
-
-
-def _folder_audio(folder: str, known: set[str], recursive: bool) -> list[tuple[str, str]]:
-    """(path, subfolder relative to ``folder``) of the audio files in it, sorted."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-        below = os.path.relpath(root, folder)
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            if not name.startswith(".") and _extension(name) in known and os.path.isfile(path):
-                found.append((path, "" if below == "." else below))
-    return found
-
-
-def _extension(path: str) -> str:
-    return os.path.splitext(path)[1][1:].lower()
-
-
-def _output_name(source: str, format: str | None = None) -> str:
-    stem, ext = os.path.splitext(os.path.basename(source))
-    if format is not None:
-        return stem + audio_io.extension_for(format)
-    fmt = ext[1:].upper()
-    keep = fmt in sf.available_formats() and any(sf.check_format(fmt, s) for s in SUBTYPES)
-    return stem + (ext if keep else ".wav")
-
 
 # --- checks -----------------------------------------------------------------------------------
-
-def _check_subtype(subtype: str | None) -> str | None:
-    if subtype is None:
-        return None
-    if subtype.upper() not in SUBTYPES:
-        raise UserError(f"unknown subtype {subtype!r}; allowed: {' | '.join(SUBTYPES)}")
-    return subtype.upper()
 
 
 def _open_input(path: str, name: str) -> sf.SoundFile:
@@ -187,82 +76,6 @@ def _open_input(path: str, name: str) -> sf.SoundFile:
         source.close()
         raise UserError(f"input {name!r} has no audio (0 frames); nothing to render")
     return source
-
-
-def _check_output(source_path: str, path: str, overwrite: bool, format: str | None,
-                  make_folder: bool) -> tuple[str, str | None]:
-    """Validate the output path; return its soundfile (format, forced subtype or None)."""
-    folder = os.path.dirname(path) or "."
-    if make_folder and not os.path.exists(folder):
-        os.makedirs(folder, exist_ok=True)
-    if not os.path.isdir(folder):
-        raise UserError(f"output folder missing: {folder!r} (for {path!r}); create it first")
-    if os.path.isdir(path):
-        raise UserError(f"output {path!r} is a folder; give a file name such as "
-                        f"{os.path.join(path, 'out.wav')!r}, or use --out-dir")
-    if source_path is not None:
-        same = pathlib.Path(source_path).resolve() == pathlib.Path(path).resolve() or (
-            os.path.exists(path) and os.path.samefile(source_path, path))
-        if same:
-            raise UserError(f"output {path!r} is the input file; write to another file (the "
-                            f"input is never overwritten)")
-    if os.path.exists(path) and not overwrite:
-        raise UserError(f"output {path!r} exists; pass --overwrite to replace it")
-    ext = _extension(path)
-    named = audio_io.container(ext) if ext else None
-    if format is not None:
-        wanted = audio_io.container(format)
-        if named is not None and named != wanted:
-            raise UserError(f"--format {format} but {path!r} is named .{ext}; drop --format or "
-                            f"rename the output")
-        return wanted
-    if named is None:
-        raise UserError(f"cannot tell the output format from {path!r} "
-                        f"({'no extension' if not ext else 'unknown extension .' + ext}); "
-                        f"name it .wav, .flac, .aiff or .w64, or add --format wav")
-    return named
-
-
-def _output_subtype(fmt: str, requested: str | None, input_subtype: str, path: str,
-                    forced: str | None = None) -> str:
-    """The requested subtype if ``fmt`` holds it; by default the input's (when it is one of
-    SUBTYPES and fits), else the first of FLOAT, PCM_24, PCM_16 that fits, else the format's
-    own default (e.g. VORBIS for .ogg). ``forced`` (OPUS for .opus) wins over the defaults."""
-    if requested is not None:
-        if forced is not None or not sf.check_format(fmt, requested):
-            fits = [] if forced else [s for s in SUBTYPES if sf.check_format(fmt, s)]
-            allowed = (f"--subtype {' or '.join(fits)}" if fits else "no --subtype")
-            raise UserError(f"{forced or fmt} files cannot hold {requested} samples ({path!r}); "
-                            f"use {allowed}, or write a .wav file")
-        return requested
-    if forced is not None:
-        return forced
-    for candidate in (input_subtype, "FLOAT", "PCM_24", "PCM_16"):
-        if candidate in SUBTYPES and sf.check_format(fmt, candidate):
-            return candidate
-    return sf.default_subtype(fmt)
-
-
-def _check_rate(fmt: str, subtype: str, samplerate: int, path: str) -> None:
-    """Refuse sample rates a codec cannot hold, before anything is rendered."""
-    allowed = RATES.get(subtype)
-    if allowed and samplerate not in allowed:
-        best = min(allowed, key=lambda r: (abs(r - samplerate), -r))
-        raise UserError(f"{subtype} ({path!r}) holds only "
-                        f"{', '.join(str(r) for r in allowed)} Hz, not {samplerate} Hz; add "
-                        f"--samplerate {best}, or write a .wav or .flac file")
-
-
-def _data_bytes(subtype: str, frames: int, channels: int) -> int:
-    """Bytes of sample data (compressed formats: the uncompressed size, an upper bound)."""
-    return frames * channels * SUBTYPE_BYTES.get(subtype, 4)
-
-
-def _check_size(fmt: str, subtype: str, frames: int, channels: int, path: str) -> None:
-    data_bytes = _data_bytes(subtype, frames, channels)
-    if fmt in ("WAV", "WAVEX") and data_bytes > WAV_MAX_DATA_BYTES:
-        raise UserError(f"{path!r} would need {data_bytes / 2 ** 30:.1f} GiB, beyond the 4 GiB "
-                        f"limit of WAV; name it .w64 or .rf64 (or use --subtype PCM_16)")
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -441,7 +254,7 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
             is all NaN/Inf, bad output path, an existing output without ``overwrite``, or a
             failure while rendering (the output is then left as it was).
     """
-    subtype = _check_subtype(subtype)
+    subtype = formats.check_subtype(subtype)
     format = audio_io.check_format_option(format)
     if samplerate is not None:
         samplerate = check_rate(samplerate)
@@ -461,7 +274,7 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
                                 "redirect it (> out.wav) or pipe it on")
             fmt, forced = audio_io.container(format)
         else:
-            fmt, forced = _check_output(None if input == audio_io.STDIO else input, output,
+            fmt, forced = formats.check_output(None if input == audio_io.STDIO else input, output,
                                         overwrite, format, make_folder)
         report = _render(cfg, source, source_path, input, output, fmt, forced, subtype,
                          overwrite, progress, chunk_frames, dither, samplerate, quality,
@@ -471,20 +284,20 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
 
 def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overwrite, progress,
             chunk_frames, dither, samplerate, quality, bitrate_mode, stack, out_stream) -> dict:
-    out_subtype = _output_subtype(fmt, subtype, source.subtype, output, forced)
+    out_subtype = formats.output_subtype(fmt, subtype, source.subtype, output, forced)
     channels, in_rate = source.channels, source.samplerate
     rate = samplerate or in_rate
     input_format, input_subtype, header_frames = source.format, source.subtype, source.frames
-    _check_rate(fmt, out_subtype, rate, output)
+    formats.check_rate(fmt, out_subtype, rate, output)
     # resampled samples lie between the input's integer steps: they count as float
     dither = choose_dither(dither, "FLOAT" if rate != in_rate else input_subtype, out_subtype)
     write_options = audio_io.compression(fmt, out_subtype, quality, bitrate_mode)
     resampling = rate != in_rate
     total = expected_frames(header_frames, in_rate, rate) if resampling else header_frames
-    _check_size(fmt, out_subtype, total, channels, output)
+    formats.check_size(fmt, out_subtype, total, channels, output)
     engine = Engine.from_config(cfg, blocksize=0, channels=channels, samplerate=rate)
     converter = PcmConverter(out_subtype, dither) if output_bits(out_subtype) else None
-    clips = out_subtype not in UNCLIPPED_SUBTYPES
+    clips = out_subtype not in formats.UNCLIPPED_SUBTYPES
     held = _HeldInput()
     reader = _Reader(source, chunk_frames, input)
     chunks = reader.chunks()
@@ -554,7 +367,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         raise UserError(f"cannot write {output!r}: {e.strerror or e}") from e
     except sf.SoundFileError as e:   # read errors are handled by now: this is the output
         free_mb = shutil.disk_usage(os.path.dirname(os.path.abspath(target))).free / 1e6
-        needed_mb = _data_bytes(out_subtype, total, channels) / 1e6
+        needed_mb = formats.audio_bytes(out_subtype, total, channels) / 1e6
         raise UserError(f"cannot write {output!r} ({_reason(e)}): it needs about "
                         f"{needed_mb:.1f} MB and {free_mb:.1f} MB are free there; free some "
                         f"space or write elsewhere") from e

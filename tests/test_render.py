@@ -21,7 +21,9 @@ from click.testing import CliRunner
 import stream
 from run import cli
 from stream.errors import UserError
-from stream.render import CHUNK_FRAMES, _check_size, plan_jobs, render_file
+from stream.formats import check_size
+from stream.jobs import plan_jobs
+from stream.render import CHUNK_FRAMES, render_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -469,6 +471,6 @@ def test_plan_jobs_refuses_two_inputs_for_one_output(tmp_path):
 def test_wav_beyond_4_gib_is_refused_before_rendering():
     six_gib_frames = 2 ** 28                    # x 6 channels x 4 bytes = 6 GiB of FLOAT
     with pytest.raises(UserError, match="4 GiB limit of WAV; name it .w64 or .rf64"):
-        _check_size("WAV", "FLOAT", six_gib_frames, 6, "big.wav")
-    _check_size("W64", "FLOAT", six_gib_frames, 6, "big.w64")
-    _check_size("WAV", "PCM_16", 2 ** 28, 2, "fits.wav")          # 1 GiB
+        check_size("WAV", "FLOAT", six_gib_frames, 6, "big.wav")
+    check_size("W64", "FLOAT", six_gib_frames, 6, "big.w64")
+    check_size("WAV", "PCM_16", 2 ** 28, 2, "fits.wav")          # 1 GiB

@@ -146,10 +146,11 @@ def test_float_to_16_bit_dithers_reproducibly_whatever_the_chunking(tmp_path):
 
 
 def report_of(tmp_path, source, target, *args) -> dict:
+    path = tmp_path / f"{target}.json"          # one report per output: none is overwritten
     result = invoke("render", str(tmp_path / source), str(tmp_path / target), *args,
-                    "--report", str(tmp_path / "r.json"))
+                    "--report", str(path))
     assert result.exit_code == 0, result.output
-    r = report(tmp_path / "r.json")
+    r = report(path)
     r["_stdout"], r["_stderr"] = result.stdout, result.stderr
     return r
 
