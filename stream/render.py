@@ -403,6 +403,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "latency_ms": 1000.0 * engine.latency_samples / rate,
         "snr_db": (10.0 * np.log10(signal_energy / error_energy)
                    if signal_energy > 0 and error_energy > 0 else None),
+        "engine_identical": bool(signal_energy > 0 and error_energy == 0),
         **compared,
         "dither": dither, "quality": quality,
         "bitrate_mode": bitrate_mode.lower() if bitrate_mode else None,
@@ -420,7 +421,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
 def summary_line(report: dict) -> str:
     """One line for people, e.g. ``in.wav -> out.wav: 4.00 s 48000 Hz 2 ch PCM_16, SNR 128.1
     dB, file SNR exact, 60x real time, latency 511 samples (10.65 ms) compensated`` (SNR "-" for
-    a silent input, "exact" when the file holds the input's samples, kbps only with a
+    a silent input, "exact" when the engine's output or the file holds the input's samples, kbps only with a
     quantizer, the dither and resampler when used, a warning when samples were clipped)."""
     parts = [f"{report['input']} -> {report['output']}: {report['seconds_audio']:.2f} s "
              f"{report['samplerate']} Hz {report['channels']} ch {report['subtype']}"]
@@ -428,7 +429,10 @@ def summary_line(report: dict) -> str:
         r = report["resampled"]
         parts.append(f"resampled from {r['from_hz']} Hz ({r['resampler']})")
     snr = report["snr_db"]
-    parts.append("SNR -" if snr is None else f"SNR {snr:.1f} dB")
+    if report.get("engine_identical"):
+        parts.append("SNR exact")
+    else:
+        parts.append("SNR -" if snr is None else f"SNR {snr:.1f} dB")
     file_snr_db = report.get("file_snr_db")
     if report.get("file_identical"):
         parts.append("file SNR exact (bit-identical)")
