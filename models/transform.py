@@ -79,6 +79,30 @@ class LearnedCosine(nn.Module):
         """The parameters' torch dtype."""
         return self.encoder.rest.dtype
 
+    def parameter_groups(self) -> tuple[list, list]:
+        """(gains, frequency offsets) among the trainable parameters: gains are a1..a4 (fewer
+        with a pinv decoder), frequencies the encoder's offsets and a free decoder's."""
+        gains, freqs = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (freqs if name.endswith("freq_offset_bins") else gains).append(p)
+        return gains, freqs
+
+    def frequency_bounds(self, margin_bins: float) -> list[tuple[torch.Tensor, ...]]:
+        """(offset parameter, lowest offset, highest offset) per set of learned frequencies,
+        in bins of pi/N, such that grid + offset stays within [margin, N - margin] bins."""
+        bounds = []
+        for basis in (self.encoder, getattr(self.decoder, "basis", None)):
+            if basis is None:
+                continue
+            offset = basis.freq_offset_bins
+            k = torch.arange(basis.m, dtype=torch.float64)
+            grid_bins = (2 * k + 1) * basis.n / (2 * basis.grid_k)
+            lo = (margin_bins - grid_bins).to(offset.device, offset.dtype)
+            hi = (basis.n - margin_bins - grid_bins).to(offset.device, offset.dtype)
+            bounds.append((offset, lo, hi))
+        return bounds
+
     def at_init(self) -> bool:
         """True while every parameter still equals its "dct"/"lowpass" initial value exactly.
 
