@@ -216,7 +216,9 @@ def test_checkpoint_round_trips_through_render(tmp_path):
     in_memory = Engine(result["model"], 32, "sqrt_hann", channels=2,
                        processors=P.build_chain(config(*overrides).processors),
                        samplerate=SR).render(stereo)
-    np.testing.assert_array_equal(from_file, in_memory)
+    # the same coefficients (the contract); the file was rendered in other chunks, so the
+    # decoder's float32 sums may differ in their last bits
+    np.testing.assert_allclose(from_file, in_memory, atol=1e-6, rtol=0)
     assert not np.array_equal(in_memory, Engine(LearnedCosine(64, 32), 32, channels=2,
                                                 processors=P.build_chain(
                                                     config(*overrides).processors)).render(stereo))
