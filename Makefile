@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test setup system clean
 
 demo: setup
-	$(PY) run.py demo
+	$(PY) run.py demo --overwrite
 
 test: setup
 	$(PY) -m pytest -q

@@ -21,6 +21,7 @@ EXAMPLES = {
     "live": "python run.py live -i 0 -o 0 --duration 30 --report live.json",
     "latency": "python run.py latency algorithmic --blocksizes 32,64,256",
     "train": "python run.py train speech.wav --set model.coefficients=256 --steps 500 --out model.pt",
+    "presets": "python run.py presets",
 }
 
 
@@ -44,9 +45,42 @@ def handles_errors(fn):
             if _debug():
                 traceback.print_exc()
             _fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except KeyboardInterrupt as e:
+            from stream.interrupts import describe
+            what, code = describe(e)
+            _fail(what, code)
     return wrapper
+
+
+class Cli(click.Group):
+    """The command group; click's own usage errors (a missing argument, a bad option value, an
+    unknown option) become the same one line ``error: ... (see ... --help)`` as every other
+    error, with click's exit code (2)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from stream.interrupts import describe
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = f"{e.ctx.command_path} --help" if e.ctx is not None else "--help"
+            _fail(f"{_sentence(e.format_message())} (see {where})", e.exit_code)
+        except click.ClickException as e:
+            _fail(_sentence(e.format_message()), e.exit_code)
+        except click.Abort as e:
+            cause = e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else None
+            what, code = describe(cause) if cause is not None else ("aborted", 1)
+            _fail(what, code)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _sentence(message: str) -> str:
+    """click's message on one line, without its final full stop, starting lower-case."""
+    text = " ".join(message.split()).rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return text
 
 
 def _debug() -> bool:
@@ -58,9 +92,24 @@ def config_options(fn):
     """-c/--config and --set, shared by every command."""
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                       help="Override one config value (repeatable), e.g. --set frame.hop=128.")(fn)
-    fn = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-                      default=None, help="YAML config (default: configs/default.yaml).")(fn)
+    fn = click.option("-c", "--config", "config_path", default=None, metavar="FILE|PRESET",
+                      help="YAML config file, or a shipped preset's name (see `presets`); "
+                           "default: the shipped default.yaml.")(fn)
     return fn
+
+
+def overwrite_option(fn):
+    """--overwrite, on every command that writes files."""
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace output files that exist (never the config, the checkpoint "
+                             "in use or an input).")(fn)
+
+
+def check_outputs(cfg, outputs, overwrite, inputs=(), made_below=None):
+    """Refuse, before any work, outputs that exist (without --overwrite) or that would replace
+    the config, the checkpoint in use or an input (see stream/outputs.py)."""
+    from stream.outputs import check_outputs as check, protected_paths
+    check(outputs, protected_paths(cfg, inputs), overwrite, made_below)
 
 
 def load(config_path, overrides):
@@ -94,7 +143,7 @@ def write_json(path: str, data: dict) -> None:
                         f"exists and is writable") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cosine-host", prog_name="cosine-host")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def cli(debug):
@@ -134,6 +183,11 @@ def info(config_path, overrides, as_json):
                + (f" + processors {lat['processor_samples']}" if lat["processor_samples"] else "")
                + ")")
     click.echo(f"transform: {data['transform']} ({data['transform_reason']})")
+    if data["checkpoint"]:
+        ck = data["checkpoint"]
+        click.echo(f"checkpoint {ck['path']}:")
+        click.echo(yaml.safe_dump({"metadata": ck["metadata"], "extra": ck["extra"]},
+                                  sort_keys=False).rstrip())
     click.echo("config:")
     click.echo(yaml.safe_dump(data["config"], sort_keys=False).rstrip())
 
@@ -157,14 +211,28 @@ def status_printer(stream=None):
 @handles_errors
 def devices(config_path, overrides):
     """List audio devices: index, name, host API, input/output channels, default rate, defaults."""
-    from stream.devices import query_devices
+    from stream.devices import NO_DEVICE_HINT, query_devices
     load(config_path, overrides)        # a bad config is reported here as everywhere
     rows = query_devices()
+    if not rows:
+        click.echo(f"PortAudio sees no audio device; {NO_DEVICE_HINT}")
+        return
     for r in rows:
         r["default"] = ("in " if r["default_input"] else "") + ("out" if r["default_output"] else "")
     click.echo(table(rows, [("index", "#", ""), ("name", "name", ""), ("hostapi", "host API", ""),
                             ("max_input_channels", "in", ""), ("max_output_channels", "out", ""),
                             ("default_samplerate", "rate", ".0f"), ("default", "default", "")]))
+
+
+@cli.command(epilog=_epilog("presets"))
+@handles_errors
+def presets():
+    """List the shipped presets, usable by name from any folder: -c NAME (e.g. -c lowpass)."""
+    from stream.config import presets as shipped
+    rows = shipped()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['name'].ljust(width)}  {r['description']}")
 
 
 @cli.command(epilog=_epilog("live"))
@@ -175,16 +243,19 @@ def devices(config_path, overrides):
               help="Stop after this many seconds (default: run until q or Ctrl-C).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON report here when the stream stops.")
+@overwrite_option
 @handles_errors
-def live(config_path, overrides, input_device, output_device, duration, report_path):
+def live(config_path, overrides, input_device, output_device, duration, report_path, overwrite):
     """Run the engine on a duplex sound device stream with a live latency/compute status line.
 
     Keys (when standard input is a terminal): q quits, b toggles bypass (same latency).
     """
     from stream.live import LiveSession
     cfg = load(config_path, overrides)
+    report_path = report_path or cfg.monitor.report
+    check_outputs(cfg, [("--report", report_path)], overwrite)
     session = LiveSession(cfg, input_device=input_device, output_device=output_device,
-                          report_path=report_path or cfg.monitor.report)
+                          report_path=report_path)
     report = session.run(duration_s=duration, on_status=status_printer(),
                          keys=sys.stdin.isatty())
     click.echo(session.summary(report))
@@ -222,30 +293,56 @@ def print_table(result: dict) -> None:
 @config_options
 @click.argument("paths", nargs=-1, required=True, metavar="INPUT [OUTPUT] | INPUT... --out-dir DIR")
 @click.option("--out-dir", default=None, help="Render every INPUT (files or folders) into DIR.")
+@click.option("--recursive", "-r", is_flag=True,
+              help="With --out-dir: also render the subfolders of folder INPUTs, mirrored in DIR.")
+@click.option("--format", "container", default=None, metavar="wav|flac|aiff|ogg|opus|mp3|...",
+              help="Output container where the name cannot say it (needed for OUTPUT '-'; "
+                   "with --out-dir it sets every output's extension).")
 @click.option("--report", "report_path", default=None,
               help="Write a JSON report here (one file) or a summary of all files (--out-dir).")
 @click.option("--subtype", default=None, metavar="PCM_16|PCM_24|FLOAT",
               help="Output sample format (default: the input's where possible, else FLOAT).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@click.option("--dither", type=click.Choice(["auto", "tpdf", "none"], case_sensitive=False),
+              default="auto", show_default=True,
+              help="TPDF dither before rounding to integers; auto: only when the output has "
+                   "fewer bits than the input.")
+@click.option("--samplerate", type=int, default=None, metavar="HZ",
+              help="Resample the input to HZ on the way in (soxr, very high quality).")
+@click.option("--quality", type=click.FloatRange(0, 1), default=None,
+              help="OGG/Opus/MP3 outputs: 0 (smallest file) .. 1 (best sound).")
+@click.option("--bitrate-mode", type=click.Choice(["constant", "average", "variable"],
+                                                  case_sensitive=False), default=None,
+              help="OGG/Opus/MP3 outputs: the encoder's bitrate mode.")
+@overwrite_option
 @handles_errors
-def render(config_path, overrides, paths, out_dir, report_path, subtype, overwrite):
+def render(config_path, overrides, paths, out_dir, recursive, container, report_path, subtype,
+           dither, samplerate, quality, bitrate_mode, overwrite):
     """Render audio files through the engine, latency compensated (OUTPUT[i] lines up with INPUT[i]).
 
-    INPUT OUTPUT renders one file; several INPUTs or folders with --out-dir render each file,
-    carry on past bad ones and exit non-zero if any failed.
+    INPUT OUTPUT renders one file ('-' reads standard input / writes standard output; then
+    the summary goes to standard error); several INPUTs or folders with --out-dir render each
+    file, carry on past bad ones and exit non-zero if any failed.
     """
     from stream import render as rendering
+    from stream.audio_io import STDIO, check_format_option
     cfg = load(config_path, overrides)
-    jobs = rendering.plan_jobs(list(paths), out_dir)
-    if report_path and any(os.path.realpath(report_path) in (os.path.realpath(a), os.path.realpath(b))
-                           for a, b in jobs):
-        _fail(f"--report {report_path!r} is one of the audio files; give a new .json path")
+    container = check_format_option(container)
+    from stream.jobs import plan_jobs
+    jobs = plan_jobs(list(paths), out_dir, recursive=recursive, format=container)
+    check_outputs(cfg, [("output", b) for _, b in jobs] + [("--report", report_path)], overwrite,
+                  inputs=[("input file", a) for a, _ in jobs],
+                  made_below=out_dir if recursive else None)
+    to_stdout = any(target == STDIO for _, target in jobs)
     results, failed = [], []
     for source, target in jobs:
         try:
             report = rendering.render_file(cfg, source, target, subtype=subtype,
                                            overwrite=overwrite,
-                                           progress=progress_bar(os.path.basename(source)))
+                                           progress=progress_bar(os.path.basename(source)),
+                                           format=container, dither=dither,
+                                           samplerate=samplerate, quality=quality,
+                                           bitrate_mode=bitrate_mode,
+                                           make_folder=out_dir is not None)
         except Exception as e:
             from stream.errors import UserError
             if not isinstance(e, UserError) or len(jobs) == 1:
@@ -254,7 +351,9 @@ def render(config_path, overrides, paths, out_dir, report_path, subtype, overwri
             click.echo(f"failed: {source}: {e}", err=True)
             continue
         results.append(report)
-        click.echo(rendering.summary_line(report))
+        click.echo(rendering.summary_line(report), err=to_stdout)
+        for warning in report["warnings"]:
+            click.echo(f"warning: {warning}", err=True)
     if report_path:
         write_json(report_path, results[0] if len(jobs) == 1 else
                    {"rendered": results, "failed": failed})
@@ -267,8 +366,9 @@ def render(config_path, overrides, paths, out_dir, report_path, subtype, overwri
 @config_options
 @click.option("--out-dir", default="demo-out", show_default=True,
               help="Folder for the test material, the renders and their reports.")
+@overwrite_option
 @handles_errors
-def demo(config_path, overrides, out_dir):
+def demo(config_path, overrides, out_dir, overwrite):
     """Synthesise test material and render it through the default config and the shipped presets.
 
     Needs no sound card and no input file. Prints preset, SNR, bitrate, real-time factor and
@@ -276,7 +376,7 @@ def demo(config_path, overrides, out_dir):
     """
     from stream.demo import run_demo
     result = run_demo(out_dir, config_path=config_path, overrides=overrides,
-                      progress=progress_bar("demo"))
+                      overwrite=overwrite, progress=progress_bar("demo"))
     print_table(result)
     click.echo(f"wrote {result['out_dir']}")
 
@@ -301,7 +401,7 @@ def latency_options(fn):
     fn = click.option("--plot", "plot_path", default=None,
                       help="Write a PNG plot here (needs matplotlib: pip install '.[plots]').")(fn)
     fn = click.option("--json", "json_path", default=None, help="Write the results as JSON.")(fn)
-    return config_options(fn)
+    return config_options(overwrite_option(fn))
 
 
 @latency.command("algorithmic", epilog="\b\nExample:\n  python run.py latency algorithmic "
@@ -310,10 +410,11 @@ def latency_options(fn):
 @click.option("--blocksizes", default="1,32,64,100,256,441,512,1024,4096,0", show_default=True,
               help="Comma-separated block sizes; 0 = varying block sizes.")
 @handles_errors
-def latency_algorithmic(config_path, overrides, json_path, plot_path, blocksizes):
+def latency_algorithmic(config_path, overrides, json_path, plot_path, overwrite, blocksizes):
     """Impulse through the engine offline: measured delay vs reported vs theoretical minimum."""
     from stream import measure
     cfg = load(config_path, overrides)
+    check_outputs(cfg, [("--json", json_path), ("--plot", plot_path)], overwrite)
     result = measure.algorithmic(cfg, measure.parse_blocksizes(blocksizes))
     _latency_outputs(result, json_path, plot_path, "algorithmic")
     if not result["passed"]:
@@ -330,11 +431,12 @@ def latency_algorithmic(config_path, overrides, json_path, plot_path, blocksizes
 @click.option("--jack-loopback", is_flag=True,
               help="Wire the host's JACK output ports to its input ports for the measurement.")
 @handles_errors
-def latency_roundtrip(config_path, overrides, json_path, plot_path, input_device, output_device,
-                      repeats, bypass, jack_loopback):
+def latency_roundtrip(config_path, overrides, json_path, plot_path, overwrite, input_device,
+                      output_device, repeats, bypass, jack_loopback):
     """Play a test signal through the live engine into a loopback and measure the delay."""
     from stream import measure
     cfg = load(config_path, overrides)
+    check_outputs(cfg, [("--json", json_path), ("--plot", plot_path)], overwrite)
     result = measure.roundtrip(cfg, input_device=input_device, output_device=output_device,
                                repeats=repeats, bypass=bypass, jack_loopback=jack_loopback,
                                on_status=status_printer())
@@ -351,10 +453,12 @@ def latency_roundtrip(config_path, overrides, json_path, plot_path, input_device
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=2.0,
               show_default=True, help="Audio seconds processed per block size and device.")
 @handles_errors
-def latency_bench(config_path, overrides, json_path, plot_path, blocksizes, devices, seconds):
+def latency_bench(config_path, overrides, json_path, plot_path, overwrite, blocksizes, devices,
+                  seconds):
     """Compute budget without a sound device: per-call time per block size vs real time."""
     from stream import measure
     cfg = load(config_path, overrides)
+    check_outputs(cfg, [("--json", json_path), ("--plot", plot_path)], overwrite)
     result = measure.bench(cfg, measure.parse_blocksizes(blocksizes),
                            [d.strip() for d in devices.split(",") if d.strip()], seconds,
                            progress=progress_bar("bench"))
@@ -374,17 +478,22 @@ def latency_bench(config_path, overrides, json_path, plot_path, blocksizes, devi
 @click.option("--val", "val_path", default=None,
               help="Audio file for validation SNR (default: a held-out part of AUDIO).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--log", "log_path", default=None, help="Write the loss log as CSV.")
+@click.option("--log", "log_path", default=None,
+              help="Write the loss log as CSV, one line per step as training goes.")
 @click.option("--plot", "plot_path", default=None,
               help="Write a PNG of the loss curve (needs matplotlib).")
+@click.option("--save-every", type=click.IntRange(min=1), default=None, metavar="STEPS",
+              help="Also write the checkpoint every STEPS steps (the best one so far).")
+@overwrite_option
 @handles_errors
 def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, seed, log_path,
-          plot_path):
+          plot_path, save_every, overwrite):
     """Fit the transform's gains and frequencies to AUDIO files through the config's processors."""
-    from stream.training import train_files
+    from stream.train import train_files
     cfg = load(config_path, overrides)
     result = train_files(cfg, list(audio), steps=steps, batch=batch, lr=lr, out_path=out_path,
                          val_path=val_path, seed=seed, log_path=log_path, plot_path=plot_path,
+                         save_every=save_every, overwrite=overwrite,
                          progress=progress_bar("train"))
     click.echo(f"validation SNR: {result['snr_before_db']:.2f} dB before, "
                f"{result['snr_after_db']:.2f} dB after ({result['steps']} steps, "
@@ -399,6 +508,8 @@ def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, s
 
 
 def main():
+    from stream.interrupts import install
+    install()       # SIGTERM and SIGHUP stop a command the way Ctrl-C does
     cli()
 
 

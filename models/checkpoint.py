@@ -24,6 +24,8 @@ class CheckpointError(ValueError):
 def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None) -> None:
     """Write the model's parameters and metadata atomically (temporary file, then rename).
 
+    The file gets the permissions of the file it replaces, else those a plain ``open()`` would
+    give (0o666 less the umask), like every other output (stream.files.atomic_path).
     extra: JSON-like metadata to keep alongside (training steps, SNR, ...).
     """
     path = pathlib.Path(path)
@@ -40,10 +42,18 @@ def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None) -> No
         # Through a file object: torch names the archive after a path, which is random here.
         with open(tmp, "wb") as f:
             torch.save(payload, f)
+        # mkstemp makes the file private (0o600)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_checkpoint(path) -> dict:

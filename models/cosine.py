@@ -37,6 +37,12 @@ def grid_denominator(n: int, m: int, init: str) -> int:
     raise ValueError(f"init {init!r} unknown; allowed: {' | '.join(INITS)}")
 
 
+def parameter_key(params) -> tuple:
+    """Changes whenever any of ``params`` changes (in place, replaced, moved or cast): the one
+    change detector behind every cached matrix, the model's and the engine's."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+
+
 def _grid_phase(n: int, m: int, k: int, device=None) -> torch.Tensor:
     """Exact phase (2i+1) * j * pi / (2K) mod 2 pi, float64 of shape (m, n)."""
     odd = 2 * torch.arange(m, dtype=torch.int64, device=device) + 1
@@ -93,23 +99,24 @@ class _CosineBasis(nn.Module):
         """The (M, N) matrix including the 1/sqrt(N) factor, in the parameters' dtype."""
         return cosine_matrix(self.grid_phase, self.freq_offset_bins, self.first, self.rest)
 
-    def _key(self):
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
-
     def matrix(self) -> torch.Tensor:
         """The cached (M, N) matrix; rebuilt after any parameter changed, fresh under autograd."""
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
             return self.build()
-        key = self._key()
-        if self._cache is None or key != self._cache_key:
-            with torch.no_grad():
-                self._cache = self.build()
-            self._cache_key = key
-        return self._cache
+        return _cached(self, parameter_key(self.parameters()))
 
     def _apply(self, fn, *args, **kwargs):
         self._cache = None
         return super()._apply(fn, *args, **kwargs)
+
+
+def _cached(module, key) -> torch.Tensor:
+    """``module.build()``, rebuilt only when ``key`` changed."""
+    if module._cache is None or key != module._cache_key:
+        with torch.no_grad():
+            module._cache = module.build()
+        module._cache_key = key
+    return module._cache
 
 
 class CosineEncoder(_CosineBasis):
@@ -174,20 +181,11 @@ class CosineDecoder(nn.Module):
         w1 = self.encoder.matrix()
         return torch.linalg.pinv(w1.to(torch.float64)).T.to(w1.dtype)
 
-    def _key(self):
-        params = list(self.parameters()) + list(self.encoder.parameters() if self.encoder else [])
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-
     def matrix(self) -> torch.Tensor:
         params = list(self.parameters()) + list(self.encoder.parameters() if self.encoder else [])
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return self.build()
-        key = self._key()
-        if self._cache is None or key != self._cache_key:
-            with torch.no_grad():
-                self._cache = self.build()
-            self._cache_key = key
-        return self._cache
+        return _cached(self, parameter_key(params))
 
     def _apply(self, fn, *args, **kwargs):
         self._cache = None

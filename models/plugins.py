@@ -223,62 +223,70 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-# ----------------------------------------------------------------------------- annotation checks
-# YAML gives None, bool, int, float, str, list and dict; these are the annotations we can hold a
-# YAML value against. Anything else (torch.Tensor, a user class, list[int]'s items) is the
-# plugin's own business: it is not checked here, and its constructor reports it at build time.
+# ----------------------------------------------------------------------------- value types
+# YAML gives None, bool, int, float, str, list and dict: these are the types a keyword value is
+# held against, from the constructor's annotation when it is a plain one, else from the type of
+# a number, string or boolean default. Any other annotation (torch.Tensor, a user class) is the
+# plugin's own business: its constructor reports it at build time, in one line too.
 
-_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-           list: "a list", dict: "a mapping", type(None): "null"}
-
-
-def _accepts(kind: type, value) -> bool:
-    if kind is float:               # the numeric tower: an int is a fine float, a bool is neither
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+_CHECKED_TYPES = (bool, int, float, str, list, dict, tuple, type(None))
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping", tuple: "a list", type(None): "null"}
 
 
-def _simple_kinds(annotation) -> tuple[type, ...] | None:
-    """The YAML types an annotation allows, or None when it is not one we can check."""
-    if annotation is None or annotation is type(None):
-        return (type(None),)
-    if annotation in _SIMPLE:
-        return (annotation,)
-    origin = typing.get_origin(annotation)
-    if origin in (list, dict):                       # list[int], dict[str, float]: the outer type
-        return (origin,)
-    if origin is typing.Union or origin is types.UnionType:   # Optional[X], X | None, Union[...]
-        kinds = []
-        for member in typing.get_args(annotation):
-            member_kinds = _simple_kinds(member)
-            if member_kinds is None:
-                return None
-            kinds.extend(member_kinds)
-        return tuple(kinds)
-    return None
-
-
-def _check_annotations(type_name: str, cls: type, params: dict) -> None:
-    """Raise TypeError naming the key when a YAML value does not fit the constructor's annotation."""
+def _type_hints(cls) -> dict:
+    """The constructor's resolved annotations; {} where they cannot be resolved."""
     try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:   # unresolvable string annotations: nothing we can check
-        return
+        return typing.get_type_hints(cls.__init__)
+    except Exception:   # a forward reference or a name that does not resolve: no type check
+        return {}
+
+
+def _expected_types(annotation, default) -> tuple:
+    """The plain types a keyword value may have: from a simple annotation (int, float, bool,
+    str, list, dict, Optional/Union of these, list[...]), else from a number, string or
+    boolean default; () means "not checked" (any other annotation, no default)."""
+    if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+        if isinstance(default, (bool, int, float, str)):
+            # an unannotated integer default (gain=1) may well take 0.5: any number then
+            return (float,) if type(default) is int else (type(default),)
+        return ()
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_expected_types(a, inspect.Parameter.empty) for a in typing.get_args(annotation)]
+        return () if any(not p for p in parts) else tuple(t for p in parts for t in p)
+    if origin is not None:
+        annotation = origin
+    if annotation is None:
+        return (type(None),)
+    return (annotation,) if annotation in _CHECKED_TYPES else ()
+
+
+def _fits(value, expected: type) -> bool:
+    """isinstance, except that booleans are not numbers and an integer is a float."""
+    if expected is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if expected is float:
+        return isinstance(value, (int, float))
+    if expected is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, expected)
+
+
+def _check_types(type_name: str, cls: type, signature: inspect.Signature, params: dict) -> None:
+    """Raise TypeError ``"gain = 'loud': must be a number for mypkg.fx:Gain"`` for the first
+    value that does not have a type its parameter allows."""
+    hints = _type_hints(cls)
     for key, value in params.items():
-        kinds = _simple_kinds(hints.get(key, inspect.Parameter.empty))
-        if kinds is None or any(_accepts(kind, value) for kind in kinds):
+        parameter = signature.parameters.get(key)
+        if parameter is None:       # taken by **kwargs: nothing declared to check against
             continue
-        allowed = " or ".join(dict.fromkeys(_SIMPLE[kind] for kind in kinds))
-        raise TypeError(f"{key} = {value!r}: wrong type for {type_name}; allowed: {allowed} "
-                        f"({cls.__name__} declares {key}: {_annotation_text(hints[key])})")
-
-
-def _annotation_text(annotation) -> str:
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+        expected = _expected_types(hints.get(key, parameter.annotation), parameter.default)
+        if expected and not any(_fits(value, t) for t in expected):
+            names = " or ".join(dict.fromkeys(_TYPE_NAMES.get(t, t.__name__) for t in expected))
+            raise TypeError(f"{key} = {value!r}: must be {names} for {type_name}")
 
 
 # ----------------------------------------------------------------------------- spec and build
@@ -287,9 +295,9 @@ def check_plugin(type_name: str, params: dict) -> dict:
     """The checked spec ``{"type": type_name, **params}`` for a plugin reference.
 
     Imports the class, refuses keys its constructor does not take, binds the keys against its
-    signature and holds each value against a simple annotation (int, float, bool, str, list,
-    dict, Optional/unions of these). Raises ValueError/TypeError with one line that starts with
-    the offending key (or ``type = ...`` for the reference itself).
+    signature and holds each value against a plain annotation (int, float, bool, str, list,
+    dict, Optional/unions of these) or else the type of its default. Raises ValueError/TypeError
+    with one line that starts with the offending key (or ``type = ...`` for the reference).
     """
     cls = _plugin_class(type_name)
     for key in params:
@@ -311,7 +319,7 @@ def check_plugin(type_name: str, params: dict) -> dict:
     except TypeError as e:
         raise TypeError(f"type = {type_name!r}: arguments do not fit {cls.__name__}{signature}: "
                         f"{e}") from None
-    _check_annotations(type_name, cls, params)
+    _check_types(type_name, cls, signature, params)
     return {"type": type_name, **params}
 
 

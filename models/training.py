@@ -146,30 +146,15 @@ def interior(segments: torch.Tensor, frame_size: int, hop: int) -> torch.Tensor:
 
 
 def parameter_groups(model: LearnedCosine) -> tuple[list, list]:
-    """(gains, frequency offsets): the model's trainable parameters split for their own step
-    sizes. Gains are a1..a4 (fewer with a pinv decoder); frequencies are ``freq_offset_bins`` of
-    the encoder and, with a free decoder, of the decoder."""
-    gains, freqs = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (freqs if name.endswith("freq_offset_bins") else gains).append(p)
-    return gains, freqs
+    """(gains, frequency offsets): the trainable parameters, split for their own step sizes
+    (LearnedCosine.parameter_groups)."""
+    return model.parameter_groups()
 
 
 def _frequency_bounds(model: LearnedCosine) -> list[tuple[torch.Tensor, ...]]:
-    """(offset parameter, lowest offset, highest offset) per frequency set, in bins of pi/N,
-    such that grid + offset lies in [MIN_FREQ_BINS, N - MIN_FREQ_BINS] bins."""
-    bounds = []
-    for module in model.modules():
-        offset = getattr(module, "freq_offset_bins", None)
-        if not isinstance(offset, torch.nn.Parameter):
-            continue
-        k = torch.arange(module.m, dtype=torch.float64)
-        grid_bins = (2 * k + 1) * module.n / (2 * module.grid_k)
-        lo = (MIN_FREQ_BINS - grid_bins).to(offset.device, offset.dtype)
-        hi = (module.n - MIN_FREQ_BINS - grid_bins).to(offset.device, offset.dtype)
-        bounds.append((offset, lo, hi))
-    return bounds
+    """(offset parameter, lowest offset, highest offset) per frequency set, keeping every
+    frequency within [MIN_FREQ_BINS, N - MIN_FREQ_BINS] bins of pi/N."""
+    return model.frequency_bounds(MIN_FREQ_BINS)
 
 
 def frequency_offsets(model: LearnedCosine) -> torch.Tensor:
@@ -204,7 +189,7 @@ def train(model: LearnedCosine, processors, sampler: SegmentSampler, *,
     device = sampler.device
     model.to(device).train()
     processors.to(device)
-    dtype = model.encoder.rest.dtype
+    dtype = model.dtype
     wa = torch.as_tensor(window_analysis, device=device).to(dtype)
     ws = torch.as_tensor(window_synthesis, device=device).to(dtype)
     gains, freqs = parameter_groups(model)

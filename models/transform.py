@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from models.cosine import CosineDecoder, CosineEncoder
+from models.cosine import CosineDecoder, CosineEncoder, parameter_key
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # every parameter's value at init, by its last name part (models.cosine)
@@ -43,6 +43,65 @@ class LearnedCosine(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def parameters_key(self) -> tuple:
+        """Changes whenever any parameter changes (models.cosine.parameter_key)."""
+        return parameter_key(self.parameters())
+
+    def dct_pair(self) -> tuple[bool, str]:
+        """Whether encoder and decoder are exactly (rows of) the N-point orthonormal DCT-III /
+        DCT-II pair; (ok, the reason in words).
+
+        They are when the frequencies lie on the N-point DCT grid w[m] = (2m+1) pi / (2N):
+        init "dct" with M = N (the full pair) or init "lowpass" with any M (the first M rows;
+        the decoder is then a zero-padded DCT-II); the decoder is "tied", "free" still on that
+        grid, or "pinv" (the pseudo-inverse of orthonormal rows is their transpose); and every
+        parameter is still exactly at its init value. Init "dct" with M < N puts the grid at
+        (2m+1) pi / (2M): no N-point DCT.
+        """
+        n, m, enc, dec = self.n, self.m, self.encoder, self.decoder
+        if enc.grid_k != n:
+            return False, (f"init {self.init!r} with M = {m} < N = {n} puts the frequencies on "
+                           f"a {enc.grid_k}-point grid, not the N-point DCT grid")
+        if dec.mode == "free" and dec.basis.grid_k != n:
+            return False, "the free decoder's grid is not the N-point DCT grid"
+        # frequencies first, so that the reason says which parameters moved
+        offsets = [enc.freq_offset_bins] + ([dec.basis.freq_offset_bins]
+                                            if dec.mode == "free" else [])
+        if any(bool(o.detach().ne(0).any()) for o in offsets):
+            return False, "the frequencies were trained (parameters not at init)"
+        if not self.at_init():
+            return False, "the gains were trained (parameters not at init)"
+        return True, f"DCT init, M = {m}, N = {n}, decoder {dec.mode}, parameters at init"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' torch dtype."""
+        return self.encoder.rest.dtype
+
+    def parameter_groups(self) -> tuple[list, list]:
+        """(gains, frequency offsets) among the trainable parameters: gains are a1..a4 (fewer
+        with a pinv decoder), frequencies the encoder's offsets and a free decoder's."""
+        gains, freqs = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (freqs if name.endswith("freq_offset_bins") else gains).append(p)
+        return gains, freqs
+
+    def frequency_bounds(self, margin_bins: float) -> list[tuple[torch.Tensor, ...]]:
+        """(offset parameter, lowest offset, highest offset) per set of learned frequencies,
+        in bins of pi/N, such that grid + offset stays within [margin, N - margin] bins."""
+        bounds = []
+        for basis in (self.encoder, getattr(self.decoder, "basis", None)):
+            if basis is None:
+                continue
+            offset = basis.freq_offset_bins
+            k = torch.arange(basis.m, dtype=torch.float64)
+            grid_bins = (2 * k + 1) * basis.n / (2 * basis.grid_k)
+            lo = (margin_bins - grid_bins).to(offset.device, offset.dtype)
+            hi = (basis.n - margin_bins - grid_bins).to(offset.device, offset.dtype)
+            bounds.append((offset, lo, hi))
+        return bounds
 
     def at_init(self) -> bool:
         """True while every parameter still equals its "dct"/"lowpass" initial value exactly.

@@ -1,14 +1,17 @@
 """Strict configuration: YAML presets checked against a schema that lives in code.
 
-`load_config(path=None, overrides=())` reads ``configs/default.yaml`` (or ``path``), applies
+`load_config(path=None, overrides=())` reads ``default.yaml`` of the shipped presets (or
+``path``: a YAML file, or the name of a shipped preset such as ``quantize-6bit``), applies
 ``"key.path=value"`` overrides (values parsed as YAML, so ``8`` is an int and ``null`` is None)
 and returns a :class:`Config`. Any problem raises one :class:`ConfigError` whose message names the
-key path, what was wrong and the allowed values.
+key path, what was wrong and the allowed values. A key given twice in one mapping is an error.
+A config that would need more memory than the machine has is refused (``memory_needed_bytes``).
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
 import pathlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -19,8 +22,29 @@ from models import processors as processor_registry
 from stream import windows
 from stream.errors import UserError
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> pathlib.Path:
+    """The shipped presets: ``stream/configs`` in an installed package (pyproject.toml maps the
+    source tree's ``configs/`` there), else ``configs/`` next to ``stream/`` in a checkout."""
+    here = pathlib.Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if (installed / "default.yaml").is_file() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+MAX_FRAME_SIZE = 16384
+"""frame.size above this is refused: 16384 samples are 341 ms at 48 kHz, so the engine's latency
+(at least N - H) is far beyond any live use, and the model's N x M matrices need about 20 GB to
+build (``memory_needed_bytes``)."""
+
+BYTES_PER_MATRIX_ENTRY = 80
+"""Peak memory per entry of the N x M matrices while the model and engine are built, measured
+for N = M = 1024..4096 (float32 and float64, tied, free and pinv decoders: 70-80 bytes): the
+encoder and decoder matrices, their float64 phase grids and the engine's folded copies."""
+
+BASE_BYTES = 64 << 20
+"""Memory the engine needs besides the matrices (queues, windows, FFT plans): 64 MiB covers it."""
 
 
 class ConfigError(UserError, ValueError):
@@ -146,7 +170,7 @@ SCHEMA: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "latency": _latency,
     },
     "frame": {
-        "size": _int(2, 1 << 16),
+        "size": _int(2, MAX_FRAME_SIZE),
         "hop": _int(1),
         "window": _choice(*windows.WINDOWS),
     },
@@ -168,27 +192,88 @@ SECTIONS = (*SCHEMA, "processors")
 
 # --- loading ----------------------------------------------------------------------------------
 
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (the same tags and types as ``yaml.safe_load``) that refuses a key given
+    twice in one mapping, instead of keeping the last one silently."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)      # merge keys (<<) may repeat keys on purpose
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:           # an unhashable key: SafeLoader reports it below
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key!r} (first at line {first.line + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str):
+    """``yaml.safe_load(text)``, except that a key repeated in a mapping raises yaml.YAMLError."""
+    return yaml.load(text, Loader=StrictLoader)
+
+
+def presets() -> list[dict]:
+    """The shipped presets, default first: ``{"name", "path", "description"}`` each, the
+    description being the first line of the file (a comment)."""
+    found = []
+    for path in sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (p.stem != "default", p.stem)):
+        with open(path, encoding="utf-8") as f:
+            first = f.readline().strip()
+        found.append({"name": path.stem, "path": str(path),
+                      "description": first.lstrip("#").strip() if first.startswith("#") else ""})
+    return found
+
+
+def resolve_config_path(path: str | pathlib.Path | None) -> pathlib.Path:
+    """The YAML file for ``-c``: None gives the shipped default.yaml; an existing file is
+    itself; a name without a folder (``quantize-6bit`` or ``quantize-6bit.yaml``) that is no
+    file here is the shipped preset of that name."""
+    if path is None:
+        return DEFAULT_CONFIG
+    path = pathlib.Path(path)
+    if not path.exists() and len(path.parts) == 1:
+        preset = CONFIG_DIR / (path.name if path.suffix in (".yaml", ".yml")
+                               else f"{path.name}.yaml")
+        if preset.is_file():
+            return preset
+    return path
+
+
 def load_config(path: str | pathlib.Path | None = None, overrides=()) -> Config:
     """Load, override and validate a configuration.
 
     Args:
-        path: YAML file; None reads ``configs/default.yaml``. A partial file is completed from
-            the defaults (the defaults of the schema, not of default.yaml).
+        path: YAML file, or the name of a shipped preset (``resolve_config_path``); None reads
+            the shipped ``default.yaml``. A partial file is completed from the defaults (the
+            defaults of the schema, not of default.yaml). A relative ``model.checkpoint`` in the
+            file is relative to the file's folder.
         overrides: ``"key.path=value"`` strings, applied in order, e.g. ``"frame.hop=128"``,
-            ``"processors=[{type: quantize, bits: 6}]"`` or ``"processors.0.bits=4"``.
+            ``"processors=[{type: quantize, bits: 6}]"`` or ``"processors.0.bits=4"``. A
+            relative path given here is relative to the current folder.
     Raises:
         ConfigError: one line naming the key path and the allowed values.
     """
-    path = pathlib.Path(path) if path is not None else DEFAULT_CONFIG
+    path = resolve_config_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found; give an existing YAML file "
-                          f"(presets are in {CONFIG_DIR})") from None
+        names = ", ".join(p["name"] for p in presets())
+        raise ConfigError(f"config file {str(path)!r} not found; give an existing YAML file or "
+                          f"a preset name ({names}; `run.py presets` describes them)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a folder; give a YAML file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: "
                           f"{' '.join(str(e).split())}") from None
@@ -197,6 +282,12 @@ def load_config(path: str | pathlib.Path | None = None, overrides=()) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r}: the top level must be a mapping of "
                           f"sections ({', '.join(SECTIONS)})")
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("checkpoint"), str) \
+            and model["checkpoint"] and not os.path.isabs(model["checkpoint"]):
+        data = copy.deepcopy(data)
+        data["model"]["checkpoint"] = os.path.normpath(
+            os.path.join(os.path.dirname(os.path.abspath(path)), model["checkpoint"]))
     return _from_dict(_apply_overrides(data, overrides), str(path))
 
 
@@ -208,7 +299,7 @@ def _apply_overrides(data: dict, overrides) -> dict:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. --set frame.hop=128")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = parse_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         parts = key.split(".")
@@ -254,9 +345,8 @@ def _from_dict(data: dict, source: str) -> Config:
     frame, model = sections["frame"], sections["model"]
     n, h = frame.size, frame.hop
     if h > n or n % h:
-        divisors = [d for d in (n // 2, n // 4, n // 8, n) if d >= 1 and n % d == 0]
-        raise ConfigError(f"frame.hop = {h}: must divide frame.size ({n}); allowed: a divisor of "
-                          f"{n}, e.g. {', '.join(map(str, divisors))}")
+        raise ConfigError(f"frame.hop = {h}: must divide frame.size ({n}); allowed: "
+                          f"{_hop_suggestion(n, frame.window)}")
     if not windows.reconstructs(frame.window, n, h):
         raise ConfigError(f"frame.window = {frame.window!r} cannot reconstruct at hop {h} with "
                           f"size {n} (the overlapped windows vanish somewhere); use a smaller "
@@ -264,6 +354,9 @@ def _from_dict(data: dict, source: str) -> Config:
     if model.coefficients > n:
         raise ConfigError(f"model.coefficients = {model.coefficients}: must be <= frame.size "
                           f"({n}); allowed: 1..{n}")
+    audio = sections["audio"]
+    check_memory(n, model.coefficients, blocksize=audio.blocksize, channels=audio.channels,
+                 dtype=model.dtype)
 
     procs = data.get("processors")
     if procs is None:
@@ -278,3 +371,101 @@ def _from_dict(data: dict, source: str) -> Config:
         except (ValueError, TypeError) as e:
             raise ConfigError(f"processors[{i}].{e}") from None
     return Config(**sections, processors=tuple(checked), source=source)
+
+
+def _hop_suggestion(n: int, window: str) -> str:
+    """Text naming hops that divide ``n`` and reconstruct with ``window`` (largest first: the
+    least compute), or what to change when none does (e.g. sqrt_hann at a prime N)."""
+    divisors = [d for d in range(n // 2, 0, -1) if n % d == 0]
+    good = []
+    for d in divisors:
+        if len(good) < 4 and windows.reconstructs(window, n, d):
+            good.append(d)
+    if good:
+        return f"a divisor of {n} that the {window} window reconstructs at, e.g. " + \
+            ", ".join(map(str, good))
+    even = n + 1 if n % 2 else n
+    return (f"a divisor of {n}, but frame.window {window} reconstructs at none of "
+            f"{', '.join(map(str, divisors[:4]))}; use frame.size {even} with frame.hop "
+            f"{even // 2}, or frame.window rectangular with frame.hop {n}")
+
+
+BUFFERS_PER_CHANNEL = 8
+"""Engine buffers of (block size + 2 N) samples per channel, counted generously: the input and
+output queues, the frames and coefficients of one call and their copies."""
+
+
+def memory_needed_bytes(frame_size: int, coefficients: int, blocksize: int = 0,
+                        channels: int = 1, dtype: str = "float32") -> int:
+    """Peak memory in bytes to build a model of N = ``frame_size`` and M = ``coefficients`` and
+    run its engine on blocks of ``blocksize`` samples (0: varying) of ``channels`` channels:
+    BYTES_PER_MATRIX_ENTRY * N * M (the matrices, float32 or float64 alike: the build's float64
+    phase grids dominate) + BUFFERS_PER_CHANNEL buffers of (blocksize + 2 N) samples of
+    ``dtype`` per channel + BASE_BYTES."""
+    itemsize = 8 if dtype == "float64" else 4
+    buffers = BUFFERS_PER_CHANNEL * (blocksize + 2 * frame_size) * channels * itemsize
+    return BYTES_PER_MATRIX_ENTRY * frame_size * coefficients + buffers + BASE_BYTES
+
+
+def memory_available_bytes() -> int | None:
+    """Memory this process can still use, in bytes: the system's available memory
+    (MemAvailable of /proc/meminfo, else the physical memory), lowered by an address-space
+    limit (``ulimit -v``) less what the process maps already. None where neither is known."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(max(0, soft - _mapped_bytes()))
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def _mapped_bytes() -> int:
+    """Virtual memory this process maps now (VmSize), 0 where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def check_memory(frame_size: int, coefficients: int, blocksize: int = 0, channels: int = 1,
+                 dtype: str = "float32", available: int | None = None) -> None:
+    """Refuse a config that would not fit: ConfigError naming the need and the limit.
+
+    Arguments as for ``memory_needed_bytes``; available: bytes, None asks
+    ``memory_available_bytes()`` (no check when unknown).
+    """
+    need = memory_needed_bytes(frame_size, coefficients, blocksize, channels, dtype)
+    if available is None:
+        available = memory_available_bytes()
+    if available is None or need <= available:
+        return
+    matrices = BYTES_PER_MATRIX_ENTRY * frame_size * coefficients
+    if matrices >= need / 2:
+        what = (f"frame.size = {frame_size} with model.coefficients = {coefficients} needs "
+                f"about {need / 1e9:.1f} GB of memory to build the model "
+                f"({BYTES_PER_MATRIX_ENTRY} bytes per entry of its N x M matrices)")
+        fix = "use a smaller frame.size or model.coefficients"
+    else:
+        what = (f"audio.blocksize = {blocksize} with audio.channels = {channels} needs about "
+                f"{need / 1e9:.1f} GB of memory for the engine's buffers")
+        fix = "use a smaller audio.blocksize (a few hundred samples is usual)"
+    raise ConfigError(f"{what} but {available / 1e9:.1f} GB are available; {fix}")

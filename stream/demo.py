@@ -8,7 +8,8 @@ Needs no input file and no sound card. Writes into one folder:
     demo-summary.json         the table's rows
 
 and returns a table of SNR, bitrate, kept coefficients, real-time factor and latency per preset.
-Running it again replaces these files (and only these).
+Files that exist there already are refused before anything is rendered, unless ``overwrite``
+(``--overwrite``): then these files, and only these, are replaced.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import soundfile as sf
 from stream.config import CONFIG_DIR, ConfigError, load_config
 from stream.errors import UserError
 from stream.files import atomic_path, write_json_atomic
+from stream.outputs import check_outputs, protected_paths
 from stream.render import render_file
 
 PRESETS = ("quantize-6bit", "lowpass", "sparse-topk", "sparse-threshold")
@@ -107,7 +109,17 @@ def _kept_percent(processors: list[dict]) -> float | None:
     return 100.0 * masks[-1] if masks else None
 
 
-def run_demo(out_dir: str, config_path: str | None = None, overrides=(), progress=None) -> dict:
+def planned_outputs(folder: pathlib.Path, names: list[str]) -> list[tuple[str, pathlib.Path]]:
+    """(what, path) of every file the demo writes into ``folder`` for configs ``names``."""
+    outputs = [("--out-dir material", folder / MATERIAL_NAME)]
+    for name in names:
+        outputs += [(f"--out-dir {name} render", folder / f"demo-{name}.wav"),
+                    (f"--out-dir {name} report", folder / f"demo-{name}.json")]
+    return outputs + [("--out-dir summary", folder / "demo-summary.json")]
+
+
+def run_demo(out_dir: str, config_path: str | None = None, overrides=(), overwrite: bool = False,
+             progress=None) -> dict:
     """Synthesise the test material and render it through the base config and PRESETS.
 
     Args:
@@ -115,6 +127,9 @@ def run_demo(out_dir: str, config_path: str | None = None, overrides=(), progres
         config_path: the base config (first row, named after the file); None = default.yaml.
         overrides: ``"key.path=value"`` strings applied to the base and to every preset, e.g.
             ``("model.device=cpu",)``.
+        overwrite: replace the demo's files where they exist; without it an existing one is
+            refused before any work (stream.outputs.check_outputs). The config files and
+            checkpoints in use are never replaced.
         progress: callable(done_frames, total_frames) over all renders together, or None.
     Returns:
         ``{"table": {"columns": COLUMNS, "rows": [...]}, "out_dir": str, "material": path,
@@ -122,13 +137,21 @@ def run_demo(out_dir: str, config_path: str | None = None, overrides=(), progres
         bitrate_kbps (None without a quantizer), kept_percent (None without a mask),
         realtime_factor, latency_ms, output.
     Raises:
-        UserError: a preset fails to load with the overrides (named), or out_dir is a file.
+        UserError: a preset fails to load with the overrides (named), out_dir is a file, or
+            an output exists (without ``overwrite``) or is a config or checkpoint in use.
     """
     configs = _configs(config_path, overrides)
     folder = pathlib.Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out-dir {out_dir!r} is a file; give a folder name")
-    folder.mkdir(parents=True, exist_ok=True)
+    protected = [p for _, cfg in configs for p in protected_paths(cfg)]
+    if folder.is_dir():
+        check_outputs(planned_outputs(folder, [name for name, _ in configs]), protected,
+                      overwrite)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out-dir {out_dir!r} cannot be created: {e.strerror or e}") from None
 
     material = synthesize_material()
     material_path = folder / MATERIAL_NAME

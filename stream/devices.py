@@ -4,11 +4,15 @@ sounddevice (and so PortAudio) is imported lazily, here and in stream/live.py on
 offline rendering and training work on machines without PortAudio.
 
 PortAudio lists devices once, when it initialises (at ``import sounddevice``): a device or a
-JACK server that appears later is only seen after :func:`rescan`.
+JACK server that appears later is not seen by this process.
 """
 from __future__ import annotations
 
 from stream.errors import UserError
+
+NO_DEVICE_HINT = ("connect one, or start the JACK server before this program "
+                  "(e.g. `jackd --no-realtime -d dummy -r 48000 -p 256 &`)")
+"""What to do when PortAudio sees no device: said by `devices` and by `live`."""
 
 PORTAUDIO_HINT = ("install the PortAudio library: Debian/Ubuntu `sudo apt install libportaudio2`, "
                   "Fedora `sudo dnf install portaudio`, macOS `brew install portaudio` "
@@ -29,14 +33,6 @@ def import_sounddevice():
         raise UserError("the Python package sounddevice is missing; install it with "
                         "`pip install sounddevice`") from None
     return sounddevice
-
-
-def rescan() -> None:
-    """Make PortAudio list devices again (a JACK server or a USB device that appeared since)."""
-    sd = import_sounddevice()
-    # sounddevice documents _terminate/_initialize as the way to refresh the device list.
-    sd._terminate()
-    sd._initialize()
 
 
 def query_devices() -> list[dict]:
@@ -116,8 +112,7 @@ def resolve_device(spec, kind: str, devices: list[dict] | None = None) -> dict:
 
     if not usable:
         raise UserError(f"PortAudio sees no {kind} device (`python run.py devices` lists what "
-                        f"it sees); connect one, or start the JACK server before this program "
-                        f"(e.g. `jackd --no-realtime -d dummy -r 48000 -p 256 &`)")
+                        f"it sees); {NO_DEVICE_HINT}")
     if spec is None:
         for d in usable:
             if d[f"default_{kind}"]:

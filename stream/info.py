@@ -5,7 +5,10 @@ from importlib import metadata
 
 import torch
 
+from models import read_checkpoint
+from models.checkpoint import CheckpointError
 from stream.engine import Engine, resolve_device
+from stream.errors import UserError
 
 
 def version() -> str:
@@ -17,7 +20,10 @@ def version() -> str:
 
 def describe(cfg) -> dict:
     """JSON-ready description of a config, its model, the transform the engine picks and the
-    latency it implies at ``audio.blocksize``."""
+    latency it implies at ``audio.blocksize``. With ``model.checkpoint``, ``checkpoint`` holds
+    what the checkpoint stores besides its parameters: ``metadata`` (frame_size, coefficients,
+    init, decoder, ...) and ``extra`` (what `train` recorded: steps, seed, lr, SNR before and
+    after, files, ...); else it is None."""
     engine = Engine.from_config(cfg)
     model = engine.model
     latency = engine.latency_report()
@@ -34,4 +40,15 @@ def describe(cfg) -> dict:
         "transform": engine.transform,
         "transform_reason": engine.transform_reason,
         "latency": latency,
+        "checkpoint": checkpoint_info(cfg.model.checkpoint) if cfg.model.checkpoint else None,
     }
+
+
+def checkpoint_info(path) -> dict:
+    """{"path", "metadata", "extra"} of a checkpoint file (its parameters left out)."""
+    try:
+        payload = read_checkpoint(path)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    return {"path": str(path), "format_version": payload.get("version"),
+            "metadata": payload.get("metadata", {}), "extra": payload.get("extra", {})}

@@ -14,22 +14,19 @@ main thread by the pure functions of :mod:`stream.monitor`.
 """
 from __future__ import annotations
 
-import ctypes
 import gc
-import math
 import os
-import re
-import shutil
-import subprocess
-import sys
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from stream import monitor
+from stream import jack, monitor
+from stream.keyboard import Keys
 from stream.devices import check_settings, import_sounddevice, query_devices, resolve_device
 from stream.errors import UserError
+from stream.interrupts import Terminated
 
 # Largest block the callback is prepared for when the device chooses the size (blocksize 0).
 MAX_VARIABLE_FRAMES = 16384
@@ -82,7 +79,7 @@ class LiveSession:
                     raise UserError(f"jack_loopback needs JACK devices, but device {d['index']} "
                                     f"({d['name']}) uses {d['hostapi']}; start a JACK server "
                                     f"and choose its device (see `python run.py devices`)")
-            _require_jack_tools()
+            jack.require_tools()
 
         self._rec: monitor.CallbackRecorder | None = None
         self._pr: _PlayRecord | None = None
@@ -187,13 +184,13 @@ class LiveSession:
         gc.freeze()
         stream = None
         device_latency_s = (0.0, 0.0)
-        stopped_by, error = None, None
+        stopped_by, error, terminated = None, None, None
         started = time.monotonic()
         stopped = started
         self._toggles = 0
         loopback_ports = None
         try:
-            ports_before = _jack_ports(self._client_name()) if self.jack_loopback else None
+            ports_before = jack.client_ports(self._client_name()) if self.jack_loopback else None
             try:
                 stream = sd.Stream(samplerate=sr, blocksize=bs, channels=ch, dtype="float32",
                                    device=(self.input_device["index"], self.output_device["index"]),
@@ -207,13 +204,15 @@ class LiveSession:
             started = time.monotonic()
             device_latency_s = tuple(float(x) for x in stream.latency)
             if self.jack_loopback:
-                loopback_ports = _wire_jack_loopback(self._client_name(), ports_before, ch)
+                loopback_ports = jack.wire_loopback(self._client_name(), ports_before, ch)
             eng_lat = monitor.engine_latency(engine, sr)
-            with _Keys(keys) as keyboard:
+            with Keys(keys) as keyboard:
                 stopped_by = self._wait(stream, keyboard, duration_s, on_status, started,
                                         eng_lat, device_latency_s, pr)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             stopped_by = "interrupt"
+            if isinstance(e, Terminated):       # SIGTERM / SIGHUP: stop as for Ctrl-C, then
+                stopped_by, terminated = e.name, e     # exit non-zero (stream.interrupts)
         except UserError as e:
             stopped_by, error = "error", e
         finally:
@@ -261,6 +260,10 @@ class LiveSession:
                 raise UserError(f"cannot write the report {self.report_path!r}: {e}") from None
         if error is not None:
             raise error
+        if terminated is not None:
+            terminated.note = "the stream was closed" + (
+                f" and the report written to {self.report_path!r}" if self.report_path else "")
+            raise terminated
         return report
 
     def _wait(self, stream, keyboard, duration_s, on_status, started, eng_lat, device_latency_s,
@@ -381,7 +384,7 @@ class LiveSession:
         return engine
 
     def _client_name(self) -> str:
-        return _jack_client_name(self._sd)
+        return jack.client_name(self._sd)
 
 
 # --- play/record state ---------------------------------------------------------------------------
@@ -426,181 +429,6 @@ class _PlayRecord:
         self.rec[p:p + n] = indata[:n]
         self.pos = p + n
         return block
-
-
-# --- keyboard ----------------------------------------------------------------------------------
-
-class _Keys:
-    """Single-key input from a terminal in cbreak mode (restored on exit, always).
-
-    ``read(timeout_s)`` waits up to timeout_s seconds and returns the keys typed (a str,
-    possibly empty). When disabled (or standard input is not a terminal) it only sleeps.
-    """
-
-    def __init__(self, enabled: bool):
-        self.enabled = bool(enabled)
-        self._fd = None
-        self._old = None
-        self._msvcrt = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return self
-        try:
-            if not sys.stdin.isatty():
-                self.enabled = False
-                return self
-        except (AttributeError, ValueError):
-            self.enabled = False
-            return self
-        try:
-            import termios
-            import tty
-        except ImportError:
-            try:
-                import msvcrt
-                self._msvcrt = msvcrt
-            except ImportError:
-                self.enabled = False
-            return self
-        self._fd = sys.stdin.fileno()
-        self._old = termios.tcgetattr(self._fd)
-        tty.setcbreak(self._fd)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            import termios
-            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._old)
-            self._old = None
-        return False
-
-    def read(self, timeout_s: float) -> str:
-        if self._fd is not None:
-            import select
-            ready, _, _ = select.select([self._fd], [], [], timeout_s)
-            if ready:
-                return os.read(self._fd, 64).decode(errors="ignore")
-            return ""
-        if self._msvcrt is not None:
-            end = time.monotonic() + timeout_s
-            keys = ""
-            while True:
-                while self._msvcrt.kbhit():
-                    keys += self._msvcrt.getwch()
-                if keys or time.monotonic() >= end:
-                    return keys
-                time.sleep(min(0.02, max(0.0, end - time.monotonic())))
-        time.sleep(timeout_s)
-        return ""
-
-
-# --- JACK loopback -----------------------------------------------------------------------------
-
-JACK_TOOLS = ("jack_lsp", "jack_connect", "jack_disconnect")
-
-
-def _require_jack_tools() -> None:
-    missing = [t for t in JACK_TOOLS if shutil.which(t) is None]
-    if missing:
-        raise UserError(f"jack_loopback needs the JACK command-line tools ({', '.join(missing)} "
-                        f"not found); install them (Debian/Ubuntu: `sudo apt install jackd2`)")
-
-
-def _jack_env() -> dict:
-    env = dict(os.environ)
-    env["JACK_NO_START_SERVER"] = "1"  # never let a helper tool start a server by accident
-    return env
-
-
-def _jack_client_name(sd) -> str:
-    """The JACK client name that PortAudio registered for this process ("PortAudio", or
-    "PortAudio-01" etc. when several processes use PortAudio on one server)."""
-    lib = ctypes.CDLL(sd._libname)  # the library sounddevice loaded: same handle, same state
-    fn = lib.PaJack_GetClientName
-    fn.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
-    fn.restype = ctypes.c_int
-    name = ctypes.c_char_p()
-    if fn(ctypes.byref(name)) != 0 or not name.value:
-        raise UserError("jack_loopback: PortAudio has no JACK client; is the JACK server "
-                        "running and was it running before the program started?")
-    return name.value.decode()
-
-
-def _run_jack_tool(args: list[str], attempts: int = 4) -> subprocess.CompletedProcess:
-    """Run a JACK command-line tool; retried because opening its JACK client can fail
-    transiently on a busy machine ("Cannot open ... client")."""
-    r = None
-    for attempt in range(attempts):
-        try:
-            r = subprocess.run(args, capture_output=True, text=True, timeout=10,
-                               env=_jack_env())
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise UserError(f"{args[0]} failed ({e}); is the JACK server running?") from None
-        if r.returncode == 0:
-            return r
-        time.sleep(0.2 * (attempt + 1))
-    return r
-
-
-def jack_connections() -> dict[str, list[str]]:
-    """{port: [ports it is connected to]} for every port on the JACK server (``jack_lsp -c``)."""
-    out = _run_jack_tool(["jack_lsp", "-c"])
-    if out.returncode != 0:
-        raise UserError("jack_lsp cannot reach the JACK server; start it (e.g. `jackd "
-                        "--no-realtime -d dummy -r 48000 -p 256 &`)")
-    ports: dict[str, list[str]] = {}
-    current = None
-    for line in out.stdout.splitlines():
-        if not line.strip():
-            continue
-        if line[0].isspace():
-            if current is not None:
-                ports[current].append(line.strip())
-        else:
-            current = line.strip()
-            ports[current] = []
-    return ports
-
-
-def _jack_ports(client: str) -> set[str]:
-    return {p for p in jack_connections() if p.startswith(client + ":")}
-
-
-def _port_number(port: str) -> int:
-    m = re.search(r"(\d+)$", port)
-    return int(m.group(1)) if m else -1
-
-
-def _wire_jack_loopback(client: str, ports_before: set[str], channels: int) -> dict:
-    """Connect this stream's output port k to its input port k, and disconnect every other
-    source of its input ports. Returns {"client", "pairs": [[out, in], ...]}."""
-    conns = jack_connections()
-    new = [p for p in conns if p.startswith(client + ":") and p not in ports_before]
-    ins = sorted((p for p in new if p.split(":", 1)[1].startswith("in_")), key=_port_number)
-    outs = sorted((p for p in new if p.split(":", 1)[1].startswith("out_")), key=_port_number)
-    if len(ins) != channels or len(outs) != channels:
-        raise UserError(f"jack_loopback: expected {channels} new input and output ports of JACK "
-                        f"client {client!r}, found inputs {ins} and outputs {outs}")
-    pairs = [[src, dst] for src, dst in zip(outs, ins)]
-    messages = []
-    for src, dst in pairs:
-        for other in conns.get(dst, []):
-            if other != src:
-                r = _run_jack_tool(["jack_disconnect", other, dst])
-                messages.append(r.stderr or r.stdout)
-        if src not in conns.get(dst, []):
-            r = _run_jack_tool(["jack_connect", src, dst])
-            messages.append(r.stderr or r.stdout)
-    # Judge by the resulting graph, not by exit codes (a retried call may report a connection
-    # that its first try already made).
-    after = jack_connections()
-    for src, dst in pairs:
-        if after.get(dst) != [src]:
-            detail = " ".join(" ".join(m.split()) for m in messages if m.strip())[:300]
-            raise UserError(f"jack_loopback: {dst} is connected to {after.get(dst)}, not only "
-                            f"to {src}" + (f" ({detail})" if detail else ""))
-    return {"client": client, "pairs": pairs}
 
 
 # --- closing ---------------------------------------------------------------------------------

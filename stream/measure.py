@@ -372,14 +372,14 @@ def roundtrip(cfg, input_device=None, output_device=None, repeats: int = 3, bypa
 
 # --- bench: time per engine.process call ---------------------------------------------------------
 
+BENCH_DEVICES = ("cpu", "cuda")
+
+
 def _device_problem(name: str) -> str | None:
-    """Why torch device ``name`` cannot be benchmarked here, or None if it can."""
-    if name == "cpu":
-        return None
-    if name == "cuda":
-        return None if torch.cuda.is_available() else \
-            "no CUDA device (torch.cuda.is_available() is False)"
-    return f"unknown device {name!r}; allowed: cpu, cuda"
+    """Why torch device ``name`` (one of BENCH_DEVICES) cannot be benchmarked here, or None."""
+    if name == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    return None
 
 
 def bench(cfg, blocksizes: list[int], devices: list[str], seconds: float = 2.0,
@@ -406,8 +406,14 @@ def bench(cfg, blocksizes: list[int], devices: list[str], seconds: float = 2.0,
         ``smallest_safe_blocksize`` is the smallest B benchmarked whose p99 stays under half the
         budget (None if none does or the device is unavailable).
     Raises:
-        UserError: a block size of 0 (a budget needs a fixed size).
+        UserError: a block size of 0 (a budget needs a fixed size), a device name that is not
+            one of BENCH_DEVICES (a typo is an error, not a row), or no device at all.
     """
+    unknown = [d for d in devices if d not in BENCH_DEVICES]
+    if unknown or not devices:
+        what = f"unknown device {unknown[0]!r}" if unknown else "no device given"
+        raise UserError(f"--device: {what}; allowed: {', '.join(BENCH_DEVICES)} "
+                        f"(comma-separated, e.g. --device cpu,cuda)")
     if any(b <= 0 for b in blocksizes):
         raise UserError("bench needs fixed block sizes > 0 (a budget is blocksize / samplerate); "
                         "drop 0 from --blocksizes")

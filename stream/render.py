@@ -1,194 +1,81 @@
 """Offline rendering of audio files through the streaming engine, latency compensated.
 
-``render_file`` reads any file soundfile reads (WAV, FLAC, OGG, MP3, ...) at its own sample rate
-and channel count, in chunks of ``CHUNK_FRAMES`` frames, through the same ``Engine`` as the live
-path (built with blocksize 0), and writes an output of exactly the input's length, rate and
-channel count with OUTPUT[i] aligned to INPUT[i]. Memory is bounded by the chunk size, not by
-the file's length: nothing holds more than one chunk plus the engine's latency.
+``render_file`` reads any file soundfile reads (WAV, FLAC, OGG, MP3, ...), or standard input,
+in chunks of ``CHUNK_FRAMES`` frames, optionally resamples it (soxr VHQ, stream/resample.py),
+runs it through the same ``Engine`` as the live path (built with blocksize 0), and writes an
+output of the input's length, rate and channel count with OUTPUT[i] aligned to INPUT[i]. Memory
+is bounded by the chunk size, not by the file's length.
 
-Outputs are written atomically (a temporary file in the output's folder, renamed on success):
-an error or Ctrl-C leaves no partial file, and an existing output is kept unless asked.
-``plan_jobs`` turns the command line's paths into (input, output) pairs; ``summary_line``
-describes one report for people.
+What is written is what was meant: integer outputs are rounded to nearest by the product
+(stream/pcm.py, with TPDF dither when bits are lost), never truncated by libsndfile; the file
+is then read back and its SNR against the engine's input reported next to the engine's own
+(stream/readback.py). A truncated input, NaN/Inf samples and clipping each produce a warning.
+
+Outputs are written atomically (a temporary file in the output's folder, renamed on success;
+for standard output a private temporary file streamed out only after success): an error or
+Ctrl-C leaves no partial file, and an existing output is kept unless asked
+(stream/formats.py checks outputs; stream/jobs.py turns the command line's paths into (input,
+output) pairs). ``summary_line`` describes one report for people.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
-import pathlib
 import shutil
+import sys
+import tempfile
 import time
+import types
 
 import numpy as np
 import soundfile as sf
 
+from stream import audio_io, formats, readback
 from stream.engine import Engine
 from stream.errors import UserError
 from stream.files import atomic_path
+from stream.pcm import PcmConverter, choose_dither, output_bits
+from stream.readback import LOSSY_SUBTYPES, file_snr
+from stream.resample import QUALITY as RESAMPLER
+from stream.resample import check_rate, expected_frames, resample_chunks
 
 CHUNK_FRAMES = 1 << 16          # frames read, processed and written per step (bounds memory)
-SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
-SUBTYPE_BYTES = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
-# RIFF WAV sizes are 32-bit: keep a margin below 4 GiB for the header.
-WAV_MAX_DATA_BYTES = 2 ** 32 - (1 << 20)
-UNCLIPPED_SUBTYPES = ("FLOAT", "DOUBLE")   # sample formats that hold values beyond full scale
 
 
 # --- planning ---------------------------------------------------------------------------------
 
-def audio_extensions() -> set[str]:
-    """Lower-case file extensions (no dot) that soundfile maps to a format, e.g. "wav", "flac"."""
-    return {name.lower() for name in sf.available_formats()}
-
-
-def plan_jobs(paths: list[str], out_dir: str | None) -> list[tuple[str, str]]:
-    """(input, output) pairs for the render command.
-
-    Args:
-        paths: without ``out_dir`` exactly ``[INPUT, OUTPUT]``; with ``out_dir`` any number of
-            files and folders (a folder contributes the audio files directly inside it, by
-            extension, hidden files skipped, sorted by name).
-        out_dir: existing folder for the outputs, or None. Each output is
-            ``out_dir/<input stem>.<ext>``: the input's extension when that format can hold
-            PCM_16, PCM_24 or FLOAT samples (wav, flac, aiff, ...), else ``.wav`` (ogg, mp3).
-    Raises:
-        UserError: wrong number of paths, missing output folder, a folder without audio files,
-            or two inputs that would write the same output.
-    Missing or unreadable input files are not checked here: ``render_file`` reports them, so a
-    batch carries on past them.
-    """
-    if out_dir is None:
-        if len(paths) != 2:
-            raise UserError(f"render takes INPUT OUTPUT for one file (got {len(paths)} "
-                            f"path{'s' if len(paths) != 1 else ''}); for several files or "
-                            f"folders use: render INPUT... --out-dir DIR")
-        return [(paths[0], paths[1])]
-    if not os.path.isdir(out_dir):
-        what = "is not a folder" if os.path.exists(out_dir) else "does not exist"
-        raise UserError(f"output folder missing: {out_dir!r} {what}; create it first "
-                        f"(mkdir -p {out_dir})")
-    known = audio_extensions()
-    jobs, claimed = [], {}
-    for path in paths:
-        if os.path.isdir(path):
-            inside = sorted(entry.path for entry in os.scandir(path)
-                            if entry.is_file() and not entry.name.startswith(".")
-                            and _extension(entry.name) in known)
-            if not inside:
-                raise UserError(f"folder {path!r} has no audio files (extensions soundfile "
-                                f"reads, e.g. .wav .flac .ogg .mp3); remove it from the command")
-            sources = inside
-        else:
-            sources = [path]
-        for source in sources:
-            target = os.path.join(out_dir, _output_name(source))
-            key = os.path.normcase(os.path.abspath(target))
-            if key in claimed:
-                raise UserError(f"{claimed[key]!r} and {source!r} would both be written to "
-                                f"{target!r}; render them into different --out-dir folders")
-            claimed[key] = source
-            jobs.append((source, target))
-    return jobs
-
-
-def _extension(path: str) -> str:
-    return os.path.splitext(path)[1][1:].lower()
-
-
-def _output_name(source: str) -> str:
-    stem, ext = os.path.splitext(os.path.basename(source))
-    fmt = ext[1:].upper()
-    keep = fmt in sf.available_formats() and any(sf.check_format(fmt, s) for s in SUBTYPES)
-    return stem + (ext if keep else ".wav")
-
 
 # --- checks -----------------------------------------------------------------------------------
 
-def _check_subtype(subtype: str | None) -> str | None:
-    if subtype is None:
-        return None
-    if subtype.upper() not in SUBTYPES:
-        raise UserError(f"unknown subtype {subtype!r}; allowed: {' | '.join(SUBTYPES)}")
-    return subtype.upper()
 
+def _open_input(path: str, name: str) -> sf.SoundFile:
+    """The input opened for reading, or a UserError saying why it cannot be rendered.
 
-def _open_input(path: str) -> sf.SoundFile:
-    """The input opened for reading, or a UserError saying why it cannot be rendered."""
+    ``name`` is how messages call it (the path, or "-" for standard input)."""
     if not os.path.exists(path):
-        raise UserError(f"input file not found: {path!r}; check the path")
+        raise UserError(f"input file not found: {name!r}; check the path")
     if os.path.isdir(path):
-        raise UserError(f"input {path!r} is a folder, not an audio file; give a file, or render "
+        raise UserError(f"input {name!r} is a folder, not an audio file; give a file, or render "
                         f"the folder with --out-dir DIR")
     if not os.path.isfile(path):    # a pipe would block here, a device never ends
-        raise UserError(f"input {path!r} is not a regular file; give an audio file")
+        raise UserError(f"input {name!r} is not a regular file; give an audio file (or '-' "
+                        f"to read standard input)")
     try:
         # libsndfile reports an unreadable file as "System error": ask the OS first for its reason
         with open(path, "rb"):
             pass
     except OSError as e:
-        raise UserError(f"cannot read {path!r}: {e.strerror}") from None
+        raise UserError(f"cannot read {name!r}: {e.strerror}") from None
     try:
         source = sf.SoundFile(path)
     except sf.SoundFileError as e:
-        raise UserError(f"cannot read {path!r} as audio ({_reason(e)}); give a WAV, FLAC, OGG "
+        raise UserError(f"cannot read {name!r} as audio ({_reason(e)}); give a WAV, FLAC, OGG "
                         f"or MP3 file") from None
     if source.frames == 0:
         source.close()
-        raise UserError(f"input {path!r} has no audio (0 frames); nothing to render")
+        raise UserError(f"input {name!r} has no audio (0 frames); nothing to render")
     return source
-
-
-def _check_output(source_path: str, path: str, overwrite: bool) -> str:
-    """Validate the output path; return its soundfile format name (e.g. "WAV")."""
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        raise UserError(f"output folder missing: {folder!r} (for {path!r}); create it first")
-    if os.path.isdir(path):
-        raise UserError(f"output {path!r} is a folder; give a file name such as "
-                        f"{os.path.join(path, 'out.wav')!r}, or use --out-dir")
-    same = pathlib.Path(source_path).resolve() == pathlib.Path(path).resolve() or (
-        os.path.exists(path) and os.path.samefile(source_path, path))
-    if same:
-        raise UserError(f"output {path!r} is the input file; write to another file (the input "
-                        f"is never overwritten)")
-    if os.path.exists(path) and not overwrite:
-        raise UserError(f"output {path!r} exists; pass --overwrite to replace it")
-    ext = _extension(path)
-    fmt = ext.upper()
-    if fmt not in sf.available_formats():
-        raise UserError(f"cannot tell the output format from {path!r} "
-                        f"({'no extension' if not ext else 'unknown extension .' + ext}); "
-                        f"name it .wav, .flac, .aiff or .w64")
-    return fmt
-
-
-def _output_subtype(fmt: str, requested: str | None, input_subtype: str, path: str) -> str:
-    """The requested subtype if ``fmt`` holds it; by default the input's (when it is one of
-    SUBTYPES and fits), else the first of FLOAT, PCM_24, PCM_16 that fits, else the format's
-    own default (e.g. VORBIS for .ogg)."""
-    if requested is not None:
-        if not sf.check_format(fmt, requested):
-            fits = [s for s in SUBTYPES if sf.check_format(fmt, s)]
-            allowed = (f"--subtype {' or '.join(fits)}" if fits else "no --subtype")
-            raise UserError(f"{fmt} files cannot hold {requested} samples ({path!r}); use "
-                            f"{allowed}, or write a .wav file")
-        return requested
-    for candidate in (input_subtype, "FLOAT", "PCM_24", "PCM_16"):
-        if candidate in SUBTYPES and sf.check_format(fmt, candidate):
-            return candidate
-    return sf.default_subtype(fmt)
-
-
-def _data_bytes(subtype: str, frames: int, channels: int) -> int:
-    """Bytes of sample data (compressed formats: the uncompressed size, an upper bound)."""
-    return frames * channels * SUBTYPE_BYTES.get(subtype, 4)
-
-
-def _check_size(fmt: str, subtype: str, frames: int, channels: int, path: str) -> None:
-    data_bytes = _data_bytes(subtype, frames, channels)
-    if fmt in ("WAV", "WAVEX") and data_bytes > WAV_MAX_DATA_BYTES:
-        raise UserError(f"{path!r} would need {data_bytes / 2 ** 30:.1f} GiB, beyond the 4 GiB "
-                        f"limit of WAV; name it .w64 or .rf64 (or use --subtype PCM_16)")
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -221,28 +108,91 @@ class _HeldInput:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _read_chunks(source: sf.SoundFile, held: _HeldInput, chunk_frames: int, path: str):
-    """float32 (frames, channels) chunks of the whole file, each also pushed to ``held``.
+class _Reader:
+    """Reads an input file in chunks, tolerating a short file, counting non-finite samples.
 
-    Raises UserError when decoding fails part way (a truncated FLAC loses sync) or the file
-    ends before the frame count its header promised: the output would not line up.
+    Attributes (final once the chunks are exhausted):
+        frames_read: frames decoded; short of ``source.frames`` when the file is truncated.
+        stop_reason: libsndfile's words when decoding failed part way, else None.
+        nonfinite: NaN/Inf samples found (and replaced by 0 before the engine or resampler).
     """
-    read = 0
-    while read < source.frames:
-        try:
-            # read() returns only what was decoded (blocks() would pad a short read with
-            # stale memory), so a file shorter than its header is caught below
-            chunk = source.read(min(chunk_frames, source.frames - read), dtype="float32",
-                                always_2d=True)
-        except sf.SoundFileError as e:
-            raise UserError(f"cannot read {path!r} past frame {read} of {source.frames} "
-                            f"({_reason(e)}): truncated or corrupt file; repair or re-export "
-                            f"it") from None
-        if chunk.shape[0] == 0:
-            raise UserError(f"{path!r} ended after {read} of {source.frames} frames: truncated "
-                            f"or corrupt file; repair or re-export it")
-        read += chunk.shape[0]
-        held.push(chunk)
+
+    def __init__(self, source: sf.SoundFile, chunk_frames: int, name: str):
+        self.source, self.chunk_frames, self.name = source, chunk_frames, name
+        self.frames_read = 0
+        self.stop_reason = None
+        self.nonfinite = 0
+
+    def chunks(self):
+        """float32 (frames, channels) chunks, non-finite samples set to 0."""
+        source = self.source
+        while self.frames_read < source.frames:
+            try:
+                # read() returns only what was decoded (blocks() would pad a short read with
+                # stale memory), so a file shorter than its header shows as a short read
+                chunk = source.read(min(self.chunk_frames, source.frames - self.frames_read),
+                                    dtype="float32", always_2d=True)
+            except sf.SoundFileError as e:
+                self.stop_reason = _reason(e)
+                break
+            if chunk.shape[0] == 0:
+                break
+            self.frames_read += chunk.shape[0]
+            yield _finite(chunk, self)
+        if self.frames_read == 0:
+            raise UserError(f"cannot read any audio from {self.name!r}"
+                            + (f" ({self.stop_reason})" if self.stop_reason else "")
+                            + ": corrupt file; repair or re-export it")
+
+    @property
+    def missing(self) -> int:
+        return self.source.frames - self.frames_read
+
+
+def _finite(chunk: np.ndarray, counter) -> np.ndarray:
+    """``chunk`` with NaN/Inf samples replaced by 0, counted in ``counter.nonfinite``."""
+    finite = np.isfinite(chunk)
+    if finite.all():
+        return chunk
+    counter.nonfinite += int(finite.size - np.count_nonzero(finite))
+    return np.where(finite, chunk, np.float32(0))
+
+
+class _Feed:
+    """The engine's input stream: counts the frames fed and holds them for the SNR."""
+
+    def __init__(self, chunks, held: _HeldInput):
+        self.chunks, self.held = chunks, held
+        self.fed = 0
+        self.finished = False
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.fed += chunk.shape[0]
+            self.held.push(chunk)
+            yield chunk
+        self.finished = True
+
+
+def _reference(path: str, chunk_frames: int, frames: int, from_rate: int, to_rate: int,
+               channels: int):
+    """A callable giving a fresh stream of the engine's input (for the read-back SNR)."""
+    def stream():
+        counter = types.SimpleNamespace(nonfinite=0)
+        chunks = (_finite(c, counter) for c in readback.read_chunks(path, chunk_frames))
+        chunks = _limit(chunks, frames)
+        if from_rate != to_rate:
+            chunks = resample_chunks(chunks, from_rate, to_rate, channels)
+        return chunks
+    return stream
+
+
+def _limit(chunks, frames: int):
+    for chunk in chunks:
+        if frames <= 0:
+            return
+        chunk = chunk[:frames]
+        frames -= chunk.shape[0]
         yield chunk
 
 
@@ -253,120 +203,243 @@ def _reason(error: Exception) -> str:
 
 def render_file(cfg, input: str, output: str, subtype: str | None = None,
                 overwrite: bool = False, progress=None,
-                chunk_frames: int = CHUNK_FRAMES) -> dict:
+                chunk_frames: int = CHUNK_FRAMES, *, format: str | None = None,
+                dither: str | None = None, samplerate: int | None = None,
+                quality: float | None = None, bitrate_mode: str | None = None,
+                make_folder: bool = False, stdin=None, stdout=None) -> dict:
     """Render one audio file through the engine, latency compensated.
 
     Args:
         cfg: stream.config.Config; its frame/model/processors sections are used, its audio
             section is not (the file's own sample rate and channel count are).
-        input: path of any file soundfile reads.
-        output: path to write; the format follows the extension (soundfile's rule).
+        input: path of any file soundfile reads, or "-" for standard input (spooled to a
+            temporary file first).
+        output: path to write, or "-" for standard output (written to a temporary file, read
+            back, then streamed out only after everything succeeded). The container follows
+            the extension, or ``format``.
         subtype: "PCM_16" | "PCM_24" | "FLOAT" (case-insensitive), or None: the input's when it
-            is one of these and the format holds it, else FLOAT, PCM_24, PCM_16 in that order.
+            is one of these and the format holds it, else FLOAT, PCM_24, PCM_16 in that order
+            (OGG/MP3/Opus: the codec's own).
         overwrite: replace an existing output (the input itself is always refused).
         progress: callable(done_frames, total_frames) called after every chunk written, or None.
         chunk_frames: frames per read/process/write step; memory grows with it, not the file.
+        format: container name ("wav", "flac", "ogg", "opus", "mp3", ...) where the output's
+            name cannot say it (needed for "-").
+        dither: "auto" (None), "tpdf" or "none"; see stream.pcm.choose_dither (a resampled
+            input counts as FLOAT there: auto dithers any integer output).
+        samplerate: resample the input to this rate (Hz) with soxr VHQ before the engine; None
+            keeps the input's.
+        quality, bitrate_mode: lossy outputs only; see stream.audio_io.compression.
+        make_folder: create the output's folder if missing (for mirrored --out-dir trees).
+        stdin, stdout: binary streams to use for "-" (default: the process's own).
     Returns:
         The report (JSON-ready dict): input, output, format, subtype, input_format,
-        input_subtype, samplerate (Hz), channels, frames, seconds_audio, seconds_wall (reading,
-        processing and writing; engine construction excluded), realtime_factor (seconds_audio /
-        seconds_wall), latency_samples and latency_ms (compensated), snr_db (output, after
-        clipping and before the file's rounding, against the input; None when the input is
-        silent or the output identical), bitrate_kbps (the last quantizer's; None without one),
-        processors (per-processor statistics), clipped_samples (samples clipped to [-1, 1];
-        always 0 for FLOAT), peak (largest |output| before clipping, full scale = 1.0),
-        nan_samples (non-finite input samples replaced by 0), device, config_source, config.
+        input_subtype, samplerate (Hz, of the output), input_samplerate, resampled (None, or
+        {"from_hz", "to_hz", "resampler"}), channels, frames (output frames), input_frames
+        (frames the input's header promises), frames_missing (of those, frames that could not
+        be read), seconds_audio, seconds_wall (reading, processing, writing and the read-back;
+        engine construction excluded), realtime_factor, latency_samples and latency_ms
+        (compensated), snr_db (engine output after clipping, before the file's rounding,
+        against the engine's input; None when the input is silent or the output identical),
+        file_snr_db (the written file read back against the engine's input; None when silent
+        or identical), file_identical (every sample read back equals the input's),
+        file_lag_frames (codec delay found and removed; lossy outputs), dither ("tpdf" or
+        "none"), quality and bitrate_mode (as given), tags (the tags the written file holds),
+        bitrate_kbps (the last quantizer's; None without one), processors, clipped_samples
+        (samples beyond full scale, clipped; always 0 for FLOAT), peak (largest |output| before
+        clipping, full scale = 1.0), nan_samples (non-finite input samples replaced by 0),
+        warnings (one line each for people), device, config_source, config.
     Raises:
-        UserError: unknown subtype, missing/unreadable/empty input, bad output path, an
-            existing output without ``overwrite``, or a failure while rendering (the output is
-            then left as it was).
+        UserError: unknown subtype/format/dither, missing/unreadable/empty input, an input that
+            is all NaN/Inf, bad output path, an existing output without ``overwrite``, or a
+            failure while rendering (the output is then left as it was).
     """
-    subtype = _check_subtype(subtype)
-    source = _open_input(input)
-    with source:
-        fmt = _check_output(input, output, overwrite)
-        out_subtype = _output_subtype(fmt, subtype, source.subtype, output)
-        total, channels, samplerate = source.frames, source.channels, source.samplerate
-        input_format, input_subtype = source.format, source.subtype
-        _check_size(fmt, out_subtype, total, channels, output)
-        engine = Engine.from_config(cfg, blocksize=0, channels=channels, samplerate=samplerate)
-        clips = out_subtype not in UNCLIPPED_SUBTYPES
-        held = _HeldInput()
-        signal_energy = error_energy = 0.0
-        clipped = 0
-        peak = 0.0
-        emitted = 0
-        final_stats = None
-        started = time.perf_counter()
-        try:
-            with atomic_path(output, overwrite=overwrite) as tmp, \
-                    sf.SoundFile(str(tmp), "w", samplerate=samplerate, channels=channels,
-                                 subtype=out_subtype, format=fmt) as sink:
-                chunks = _read_chunks(source, held, chunk_frames, input)
-                for piece in engine.render_chunks(chunks, total):
+    subtype = formats.check_subtype(subtype)
+    format = audio_io.check_format_option(format)
+    if samplerate is not None:
+        samplerate = check_rate(samplerate)
+    with contextlib.ExitStack() as stack:
+        source_path = input
+        if input == audio_io.STDIO:
+            source_path = stack.enter_context(audio_io.spool_stdin(stdin))
+        source = stack.enter_context(_open_input(source_path, input))
+        to_stdout = output == audio_io.STDIO
+        if to_stdout:
+            if format is None:
+                raise UserError("output '-' writes standard output: name its container with "
+                                "--format, e.g. --format wav")
+            out_stream = stdout if stdout is not None else sys.stdout.buffer
+            if hasattr(out_stream, "isatty") and out_stream.isatty():
+                raise UserError("output '-' writes standard output, which is a terminal; "
+                                "redirect it (> out.wav) or pipe it on")
+            fmt, forced = audio_io.container(format)
+        else:
+            fmt, forced = formats.check_output(None if input == audio_io.STDIO else input, output,
+                                        overwrite, format, make_folder)
+        report = _render(cfg, source, source_path, input, output, fmt, forced, subtype,
+                         overwrite, progress, chunk_frames, dither, samplerate, quality,
+                         bitrate_mode, stack, out_stream if to_stdout else None)
+    return report
+
+
+def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overwrite, progress,
+            chunk_frames, dither, samplerate, quality, bitrate_mode, stack, out_stream) -> dict:
+    out_subtype = formats.output_subtype(fmt, subtype, source.subtype, output, forced)
+    channels, in_rate = source.channels, source.samplerate
+    rate = samplerate or in_rate
+    input_format, input_subtype, header_frames = source.format, source.subtype, source.frames
+    formats.check_rate(fmt, out_subtype, rate, output)
+    # resampled samples lie between the input's integer steps: they count as float
+    dither = choose_dither(dither, "FLOAT" if rate != in_rate else input_subtype, out_subtype)
+    write_options = audio_io.compression(fmt, out_subtype, quality, bitrate_mode)
+    resampling = rate != in_rate
+    total = expected_frames(header_frames, in_rate, rate) if resampling else header_frames
+    formats.check_size(fmt, out_subtype, total, channels, output)
+    engine = Engine.from_config(cfg, blocksize=0, channels=channels, samplerate=rate)
+    converter = PcmConverter(out_subtype, dither) if output_bits(out_subtype) else None
+    clips = out_subtype not in formats.UNCLIPPED_SUBTYPES
+    held = _HeldInput()
+    reader = _Reader(source, chunk_frames, input)
+    chunks = reader.chunks()
+    if resampling:
+        chunks = resample_chunks(chunks, in_rate, rate, channels)
+    feed = _Feed(chunks, held)
+    signal_energy = error_energy = 0.0
+    clipped = 0
+    peak = 0.0
+    emitted = 0
+    final_stats = None
+    started = time.perf_counter()
+    if out_stream is not None:       # standard output: a private file first, streamed at the end
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="cosine-render-"))
+        target = os.path.join(folder, "out" + audio_io.extension_for(fmt.lower()))
+    else:
+        target = output
+    try:
+        with atomic_path(target, overwrite=overwrite or out_stream is not None) as tmp:
+            with sf.SoundFile(str(tmp), "w", samplerate=rate, channels=channels,
+                              subtype=out_subtype, format=fmt, **write_options) as sink:
+                audio_io.copy_tags(source, sink)
+                # generous total: a truncated input or the resampler's rounding ends it earlier
+                pieces = engine.render_chunks(feed, total + 64)
+                for piece in pieces:
+                    if feed.finished:
+                        piece = piece[:max(feed.fed - emitted, 0)]
+                    if piece.shape[0] == 0:
+                        break
                     reference = held.take(piece.shape[0])
                     magnitude = np.abs(piece)
                     peak = max(peak, float(magnitude.max()))
-                    if clips:
+                    # integers: rounded, clipped and counted by the converter, from the
+                    # unclipped output
+                    samples = None if converter is None else converter.convert(piece)
+                    if clips and converter is None:
                         clipped += int(np.count_nonzero(magnitude > 1.0))
+                    if clips:
                         np.clip(piece, -1.0, 1.0, out=piece)
                     reference64 = reference.astype(np.float64)
                     signal_energy += float(np.square(reference64).sum())
                     error_energy += float(np.square(piece - reference64).sum())
-                    sink.write(piece)
+                    sink.write(piece if samples is None else samples)
                     emitted += piece.shape[0]
-                    if emitted == total:
-                        # render_chunks resets the engine once the last piece is taken
-                        final_stats = engine.stats()
                     if progress is not None:
-                        progress(emitted, total)
-        except UserError:
-            raise
-        except FileExistsError:
-            raise UserError(f"output {output!r} appeared while rendering; pass --overwrite to "
-                            f"replace it") from None
-        except OSError as e:
-            raise UserError(f"cannot write {output!r}: {e.strerror or e}") from e
-        except sf.SoundFileError as e:   # read errors are UserErrors by now: this is the output
-            free_mb = shutil.disk_usage(os.path.dirname(os.path.abspath(output))).free / 1e6
-            needed_mb = _data_bytes(out_subtype, total, channels) / 1e6
-            raise UserError(f"cannot write {output!r} ({_reason(e)}): it needs about "
-                            f"{needed_mb:.1f} MB and {free_mb:.1f} MB are free there; free some "
-                            f"space or write elsewhere") from e
-        except Exception as e:   # a processor or plugin failed: name it (--debug shows where)
-            raise UserError(f"rendering {input!r} failed: {type(e).__name__}: {e}") from e
-        seconds_wall = time.perf_counter() - started
+                        progress(emitted, max(total, emitted))
+                    if feed.finished and emitted >= feed.fed:
+                        break
+                final_stats = engine.stats()
+                pieces.close()
+            nan_samples = reader.nonfinite + final_stats["nan_samples"]
+            if nan_samples >= reader.frames_read * channels:
+                raise UserError(f"every sample of {input!r} is NaN or Inf: nothing to render; "
+                                f"check how the file was made")
+            reference = _reference(source_path, chunk_frames, reader.frames_read, in_rate, rate,
+                                   channels)
+            compared = file_snr(reference, str(tmp), lossy=out_subtype in LOSSY_SUBTYPES)
+            tags = audio_io.written_tags(str(tmp))
+        if out_stream is not None:
+            audio_io.copy_to_stdout(target, out_stream)
+    except UserError:
+        raise
+    except FileExistsError:
+        raise UserError(f"output {output!r} appeared while rendering; pass --overwrite to "
+                        f"replace it") from None
+    except OSError as e:
+        raise UserError(f"cannot write {output!r}: {e.strerror or e}") from e
+    except sf.SoundFileError as e:   # read errors are handled by now: this is the output
+        free_mb = shutil.disk_usage(os.path.dirname(os.path.abspath(target))).free / 1e6
+        needed_mb = formats.audio_bytes(out_subtype, total, channels) / 1e6
+        raise UserError(f"cannot write {output!r} ({_reason(e)}): it needs about "
+                        f"{needed_mb:.1f} MB and {free_mb:.1f} MB are free there; free some "
+                        f"space or write elsewhere") from e
+    except Exception as e:   # a processor or plugin failed: name it (--debug shows where)
+        raise UserError(f"rendering {input!r} failed: {type(e).__name__}: {e}") from e
+    seconds_wall = time.perf_counter() - started
+    if converter is not None:
+        clipped = converter.clipped
 
+    warnings = []
+    if reader.missing > 0:
+        warnings.append(f"{input}: its header promises {header_frames} frames but only "
+                        f"{reader.frames_read} could be read"
+                        + (f" ({reader.stop_reason})" if reader.stop_reason else "")
+                        + f": {reader.missing} frames missing (truncated file); the output "
+                        f"has {emitted} frames")
+    if nan_samples:
+        warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
     quantizers = [p for p in final_stats["processors"] if p["type"] == "quantize"]
-    seconds_audio = total / samplerate
+    seconds_audio = emitted / rate
     return {
         "input": str(input), "output": str(output),
         "format": fmt, "subtype": out_subtype,
         "input_format": input_format, "input_subtype": input_subtype,
-        "samplerate": samplerate, "channels": channels, "frames": total,
+        "samplerate": rate, "input_samplerate": in_rate,
+        "resampled": ({"from_hz": in_rate, "to_hz": rate, "resampler": f"soxr {RESAMPLER}"}
+                      if resampling else None),
+        "channels": channels, "frames": emitted,
+        "input_frames": header_frames, "frames_missing": max(reader.missing, 0),
         "seconds_audio": seconds_audio, "seconds_wall": seconds_wall,
         "realtime_factor": seconds_audio / seconds_wall if seconds_wall > 0 else None,
         "latency_samples": engine.latency_samples,
-        "latency_ms": 1000.0 * engine.latency_samples / samplerate,
+        "latency_ms": 1000.0 * engine.latency_samples / rate,
         "snr_db": (10.0 * np.log10(signal_energy / error_energy)
                    if signal_energy > 0 and error_energy > 0 else None),
+        "engine_identical": bool(signal_energy > 0 and error_energy == 0),
+        **compared,
+        "dither": dither, "quality": quality,
+        "bitrate_mode": bitrate_mode.lower() if bitrate_mode else None,
+        "tags": tags,
         "bitrate_kbps": quantizers[-1]["bitrate_kbps"] if quantizers else None,
         "processors": final_stats["processors"],
         "clipped_samples": clipped, "peak": peak,
-        "nan_samples": final_stats["nan_samples"],
+        "nan_samples": nan_samples,
+        "warnings": warnings,
         "device": str(engine.device),
         "config_source": cfg.source, "config": cfg.to_dict(),
     }
 
 
 def summary_line(report: dict) -> str:
-    """One line for people, e.g. ``in.wav -> out.wav: 4.00 s 48000 Hz 2 ch FLOAT, SNR 33.5 dB,
-    252.9 kbps, 60x real time, latency 511 samples (10.65 ms) compensated`` (SNR "-" for a
-    silent input, kbps only with a quantizer, a warning when samples were clipped)."""
+    """One line for people, e.g. ``in.wav -> out.wav: 4.00 s 48000 Hz 2 ch PCM_16, SNR 128.1
+    dB, file SNR exact, 60x real time, latency 511 samples (10.65 ms) compensated`` (SNR "-" for
+    a silent input, "exact" when the engine's output or the file holds the input's samples, kbps only with a
+    quantizer, the dither and resampler when used, a warning when samples were clipped)."""
     parts = [f"{report['input']} -> {report['output']}: {report['seconds_audio']:.2f} s "
              f"{report['samplerate']} Hz {report['channels']} ch {report['subtype']}"]
+    if report.get("resampled"):
+        r = report["resampled"]
+        parts.append(f"resampled from {r['from_hz']} Hz ({r['resampler']})")
     snr = report["snr_db"]
-    parts.append("SNR -" if snr is None else f"SNR {snr:.1f} dB")
+    if report.get("engine_identical"):
+        parts.append("SNR exact")
+    else:
+        parts.append("SNR -" if snr is None else f"SNR {snr:.1f} dB")
+    file_snr_db = report.get("file_snr_db")
+    if report.get("file_identical"):
+        parts.append("file SNR exact (bit-identical)")
+    else:
+        parts.append("file SNR -" if file_snr_db is None else f"file SNR {file_snr_db:.1f} dB")
+    if report.get("dither") == "tpdf":
+        parts.append("TPDF dither")
     if report["bitrate_kbps"] is not None:
         parts.append(f"{report['bitrate_kbps']:.1f} kbps")
     if report["realtime_factor"] is not None:
@@ -374,6 +447,13 @@ def summary_line(report: dict) -> str:
     parts.append(f"latency {report['latency_samples']} samples "
                  f"({report['latency_ms']:.2f} ms) compensated")
     if report["clipped_samples"]:
+        if sf.check_format(report["format"], "FLOAT"):
+            hint = "use --subtype FLOAT to keep them"
+        elif report["subtype"] in LOSSY_SUBTYPES:
+            hint = "lower the gain to keep them"
+        else:
+            hint = (f"{report['format']} has no float samples: lower the gain, or write a .wav "
+                    f"with --subtype FLOAT to keep them")
         parts.append(f"warning: {report['clipped_samples']} samples clipped (peak "
-                     f"{report['peak']:.2f}; use --subtype FLOAT to keep them)")
+                     f"{report['peak']:.2f}; {hint})")
     return ", ".join(parts)

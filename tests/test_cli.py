@@ -60,8 +60,8 @@ def test_bad_config_is_one_line_without_traceback(tmp_path):
     proc = run_cli("info", "--set", "frame.hop=300")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: frame.hop = 300: must divide frame.size (512); allowed: a divisor of 512, "
-        "e.g. 256, 128, 64, 512"]
+        "error: frame.hop = 300: must divide frame.size (512); allowed: a divisor of 512 that "
+        "the sqrt_hann window reconstructs at, e.g. 256, 128, 64, 32"]
     assert "Traceback" not in proc.stderr
     missing = run_cli("info", "-c", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

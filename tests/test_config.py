@@ -126,3 +126,145 @@ def test_every_shipped_preset_loads():
         data = yaml.safe_load(path.read_text())
         assert isinstance(data, dict), path
         load_config(path)
+
+
+# --- duplicate keys, presets by name, memory, hop suggestions, plugin types ---------------------
+
+import os                                     # noqa: E402
+import pathlib                                # noqa: E402
+import resource                               # noqa: E402
+import subprocess                             # noqa: E402
+import sys                                    # noqa: E402
+
+from stream import config as config_module   # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("text, line", [
+    ("frame:\n  size: 1024\n  hop: 128\n  size: 256\n", 4),
+    ("frame: {hop: 128}\nmodel: {}\nframe: {hop: 64}\n", 3),
+    ("processors:\n  - {type: quantize, bits: 4, bits: 8}\n", 2),
+])
+def test_duplicate_keys_are_an_error(tmp_path, text, line):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"found duplicate key .* line {line}"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(overrides=["processors=[{type: quantize, bits: 4, bits: 8}]"])
+
+
+def test_strict_loader_keeps_safe_load_semantics():
+    text = ("a: 1\nb: [1, 2.5, null, true, '3']\nc: {d: 2020-01-02}\n"
+            "base: &b {x: 1}\nmerged: {<<: *b, y: 2}\n")
+    assert config_module.parse_yaml(text) == yaml.safe_load(text)
+    with pytest.raises(yaml.YAMLError):
+        config_module.parse_yaml("x: !!python/object/apply:os.system ['echo pwned']\n")
+
+
+def test_presets_by_name_from_any_folder(tmp_path):
+    for name in ("quantize-6bit", "quantize-6bit.yaml"):
+        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "info", "--json", "-c", name],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert '"bits": 6' in proc.stdout
+    # a file of that name in the current folder wins over the preset
+    (tmp_path / "lowpass").write_text("frame: {hop: 128}\n")
+    assert load_config(tmp_path / "lowpass").frame.hop == 128
+    with pytest.raises(ConfigError, match=r"not found; give an existing YAML file or a preset "
+                                          r"name \(default, lowpass, quantize-6bit"):
+        load_config("no-such-preset")
+
+
+def test_presets_command_lists_every_preset_with_its_description():
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "presets"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == ["default", "lowpass", "quantize-6bit", "sparse-threshold", "sparse-topk"]
+    for line, preset in zip(lines, config_module.presets()):
+        first = pathlib.Path(preset["path"]).read_text().splitlines()[0]
+        assert first.startswith("# ") and line.endswith(first[2:])
+        assert len(first[2:]) > 20
+
+
+def test_frame_size_is_bounded_where_it_stops_being_useful():
+    load_config(overrides=["frame.size=16384", "frame.hop=8192", "model.coefficients=16"])
+    with pytest.raises(ConfigError, match=r"frame.size = 32768: out of range.*2\.\.16384"):
+        load_config(overrides=["frame.size=32768", "frame.hop=16384"])
+
+
+def test_memory_estimate_refuses_what_does_not_fit():
+    need = config_module.memory_needed_bytes(8192, 8192)
+    assert 5e9 < need < 6e9           # measured: about 5 GB for N = M = 8192
+    config_module.check_memory(8192, 8192, available=need)
+    with pytest.raises(ConfigError, match=r"frame.size = 8192 with model.coefficients = 8192 "
+                                          r"needs about 5.4 GB .* but 1.0 GB are available"):
+        config_module.check_memory(8192, 8192, available=10 ** 9)
+
+
+def test_memory_estimate_counts_the_engine_buffers():
+    small = config_module.memory_needed_bytes(512, 512)
+    assert config_module.memory_needed_bytes(512, 512, blocksize=256, channels=2) > small
+    assert config_module.memory_needed_bytes(512, 512, 256, 2, "float64") > \
+        config_module.memory_needed_bytes(512, 512, 256, 2, "float32")
+    with pytest.raises(ConfigError, match=r"audio.blocksize = 1099511627776 with audio.channels "
+                                          r"= 2 needs about 70368.8 GB .*smaller audio.blocksize"):
+        load_config(overrides=[f"audio.blocksize={1 << 40}"])
+
+
+def _limit_address_space():
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+
+def test_a_config_too_big_for_the_memory_limit_is_one_line():
+    # under `ulimit -v` of 6 GiB: N = M = 16384 would need about 21 GB
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "info", "--set",
+                           "frame.size=16384", "--set", "frame.hop=8192", "--set",
+                           "model.coefficients=16384", "--set", "model.device=cpu"],
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_address_space)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "needs about 21.5 GB of memory" in lines[0], proc.stderr
+    assert "GB are available" in lines[0]
+
+
+@pytest.mark.parametrize("n", [511, 509, 513, 1000, 3, 2, 97 * 89])
+@pytest.mark.parametrize("window", ["sqrt_hann", "hann", "rectangular"])
+def test_hop_suggestion_is_accepted(n, window):
+    bad_hop = n + 1
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[f"frame.size={n}", f"frame.hop={bad_hop}", f"frame.window={window}",
+                               "model.coefficients=1"])
+    message = str(info.value)
+    if "e.g." in message:
+        suggested = [int(v) for v in message.split("e.g. ")[1].split(", ")]
+        assert suggested
+        for hop in suggested:
+            load_config(overrides=[f"frame.size={n}", f"frame.hop={hop}", f"frame.window={window}",
+                                   "model.coefficients=1"])
+    else:   # no hop of this size reconstructs with the window: the suggested change does
+        size, hop = (int(v) for v in message.split("use frame.size ")[1].split(" with frame.hop "))
+        load_config(overrides=[f"frame.size={size}", f"frame.hop={hop}",
+                               f"frame.window={window}", "model.coefficients=1"])
+        load_config(overrides=[f"frame.size={n}", f"frame.hop={n}", "frame.window=rectangular",
+                               "model.coefficients=1"])
+
+
+def test_plugin_keyword_of_the_wrong_type_is_one_line(tmp_path):
+    import subprocess as sp
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    proc = sp.run([sys.executable, str(ROOT / "run.py"), "info", "--set",
+                   "processors=[{type: 'plugins_example:Gain', gain: loud}]"],
+                  capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: processors[0].gain = 'loud': must be a number for "
+                           "plugins_example:Gain\n")
+    for good in ("gain: 2", "gain: 0.5"):
+        load_config(overrides=[f"processors=[{{type: 'plugins_example:Gain', {good}}}]"])
+    with pytest.raises(ConfigError, match=r"hop = 2.5: must be an integer"):
+        load_config(overrides=["processors=[{type: 'plugins_example:OneFrameLookahead', "
+                               "hop: 2.5}]"])

@@ -22,7 +22,9 @@ ROWS = ["default", *PRESETS]
 def test_presets_are_complete_documented_yaml():
     for name in PRESETS:
         text = (ROOT / "configs" / f"{name}.yaml").read_text()
-        assert text.startswith(f"# cosine-host preset: {name}\n")
+        first, second = text.splitlines()[:2]
+        assert first.startswith("# ") and len(first) > 20        # `run.py presets` shows it
+        assert second == f"# cosine-host preset: {name}"
         for section in ("audio:", "frame:", "model:", "processors:", "monitor:"):
             assert f"\n{section}" in text
 
@@ -65,7 +67,11 @@ def test_demo_command_writes_files_and_a_row_per_preset(tmp_path):
         report = json.loads((out / f"demo-{name}.json").read_text())
         assert report["snr_db"] == pytest.approx(rows[name]["snr_db"])
         assert rows[name]["latency_ms"] == pytest.approx(511 / 48.0)
-        assert rows[name]["realtime_factor"] > 0
+        # the row's speed is the render's own: audio seconds over wall seconds, both reported
+        assert report["seconds_audio"] == pytest.approx(material.shape[0] / SAMPLERATE)
+        assert rows[name]["realtime_factor"] == pytest.approx(
+            report["seconds_audio"] / report["seconds_wall"])
+        assert report["seconds_wall"] > 0
     assert rows["default"]["snr_db"] >= 90                   # identity
     assert rows["default"]["bitrate_kbps"] is None and rows["default"]["kept_percent"] is None
     # 6 bits: at most log2(63) bits per coefficient + 16 side bits per frame, 187.5 frames/s, 2 ch
@@ -123,3 +129,13 @@ def test_demo_in_a_subprocess_needs_no_sound_card(tmp_path):
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()[2:2 + len(ROWS)]] == ROWS
     assert len(list((tmp_path / "d").glob("demo-*.wav"))) == 1 + len(ROWS)
+    # again into the same folder: its own files are refused, then replaced with --overwrite
+    again = subprocess.run([sys.executable, str(ROOT / "run.py"), "demo", "--out-dir",
+                            str(tmp_path / "d"), "--set", "model.device=cpu"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.startswith("error: --out-dir material ") and "pass --overwrite" in again.stderr
+    replaced = subprocess.run([sys.executable, str(ROOT / "run.py"), "demo", "--out-dir",
+                               str(tmp_path / "d"), "--set", "model.device=cpu", "--overwrite"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert replaced.returncode == 0, replaced.stderr

@@ -128,3 +128,21 @@ def test_stream_modules_do_not_import_sounddevice(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=60, env=_without_portaudio(tmp_path))
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_devices_with_no_device_prints_the_hint_live_gives():
+    # no JACK server under this name, and none started for us: on a machine without a sound card
+    # PortAudio then sees no device at all
+    env = {**os.environ, "JACK_DEFAULT_SERVER": f"cosine-host-none-{os.getpid()}",
+           "JACK_NO_START_SERVER": "1"}
+    run = Path(__file__).resolve().parent.parent / "run.py"
+    listed = subprocess.run([sys.executable, str(run), "devices"], capture_output=True,
+                            text=True, timeout=120, env=env)
+    if listed.returncode != 0 or not listed.stdout.startswith("PortAudio sees no audio device"):
+        pytest.skip(f"PortAudio sees devices here or is missing: {listed.stdout}{listed.stderr}")
+    live = subprocess.run([sys.executable, str(run), "live", "--duration", "1"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert live.returncode == 2
+    hint = live.stderr.strip().split("; ", 1)[1]
+    assert hint.startswith("connect one, or start the JACK server")
+    assert listed.stdout == f"PortAudio sees no audio device; {hint}\n"

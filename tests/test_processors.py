@@ -511,11 +511,13 @@ def test_chain_hands_numpy_between_builtins_and_tensors_to_plugins():
 # ----------------------------------------------------------------------------- plugin values
 
 class Typed(torch.nn.Module):
-    """A plugin whose constructor annotates every simple type a YAML value can have."""
+    """A plugin whose constructor annotates every simple type a YAML value can have; ``anything``
+    is checked by its default's type (an integer default takes any number), ``free`` is not."""
 
     def __init__(self, gain: float = 1.0, taps: int = 3, mode: str = "soft", on: bool = True,
                  weights: list[float] | None = None, extra: dict | None = None,
-                 limit: "Optional[int]" = None, anything=None, tensor: torch.Tensor = None):
+                 limit: "Optional[int]" = None, anything=0, tensor: torch.Tensor = None,
+                 free=None):
         super().__init__()
         self.gain = gain
 
@@ -537,31 +539,28 @@ from typing import Optional  # noqa: E402  (Typed's string annotation resolves a
 @pytest.mark.parametrize("params", [
     {"gain": 2}, {"gain": 0.5}, {"taps": 4}, {"mode": "hard"}, {"on": False},
     {"weights": [1, 2]}, {"weights": None}, {"extra": {"a": 1}}, {"limit": None}, {"limit": 3},
-    {"anything": object()}, {"tensor": "not checked: not a YAML type"}])
+    {"anything": 2}, {"anything": 0.5}, {"free": object()},
+    {"tensor": "not checked: not a YAML type"}])
 def test_plugin_values_that_fit_their_annotations(params):
     spec = check_spec({"type": "test_processors:Typed", **params}, M)
     assert spec == {"type": "test_processors:Typed", **params}
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"gain": "loud"}, "gain = 'loud': wrong type for test_processors:Typed; allowed: a number "
-                       "(Typed declares gain: float)"),
-    ({"gain": True}, "gain = True: wrong type for test_processors:Typed; allowed: a number"),
-    ({"taps": 2.5}, "taps = 2.5: wrong type for test_processors:Typed; allowed: an integer "
-                    "(Typed declares taps: int)"),
-    ({"mode": 3}, "mode = 3: wrong type for test_processors:Typed; allowed: a string"),
-    ({"on": "yes"}, "on = 'yes': wrong type for test_processors:Typed; allowed: true or false"),
-    ({"weights": 1.0}, "weights = 1.0: wrong type for test_processors:Typed; allowed: a list or null "
-                       "(Typed declares weights: list[float] | None)"),
-    ({"extra": [1]}, "extra = [1]: wrong type for test_processors:Typed; allowed: a mapping or null"),
-    ({"limit": "3"}, "limit = '3': wrong type for test_processors:Typed; allowed: an integer or null "
-                     "(Typed declares limit: Optional[int])"),
+    ({"gain": "loud"}, "gain = 'loud': must be a number for test_processors:Typed"),
+    ({"gain": True}, "gain = True: must be a number for test_processors:Typed"),
+    ({"taps": 2.5}, "taps = 2.5: must be an integer for test_processors:Typed"),
+    ({"mode": 3}, "mode = 3: must be a string for test_processors:Typed"),
+    ({"on": "yes"}, "on = 'yes': must be true or false for test_processors:Typed"),
+    ({"weights": 1.0}, "weights = 1.0: must be a list or null for test_processors:Typed"),
+    ({"extra": [1]}, "extra = [1]: must be a mapping or null for test_processors:Typed"),
+    ({"limit": "3"}, "limit = '3': must be an integer or null for test_processors:Typed"),
+    ({"anything": "x"}, "anything = 'x': must be a number for test_processors:Typed"),
 ])
 def test_plugin_value_of_the_wrong_type_is_one_line(params, message):
     with pytest.raises(TypeError) as info:
         check_spec({"type": "test_processors:Typed", **params}, M)
-    assert str(info.value).startswith(message)
-    assert "\n" not in str(info.value) and "; allowed: " in str(info.value)
+    assert str(info.value) == message
 
 
 def test_plugin_constructor_failure_is_one_line_naming_the_plugin():

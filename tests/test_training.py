@@ -4,8 +4,10 @@ one line through the CLI."""
 
 import csv
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from models import training as T
 from run import cli
 from stream.config import load_config
 from stream.engine import Engine, build_model
-from stream.training import LOG_COLUMNS, train_files
+from stream.train import LOG_COLUMNS, train_files
 from stream.windows import window_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +216,9 @@ def test_checkpoint_round_trips_through_render(tmp_path):
     in_memory = Engine(result["model"], 32, "sqrt_hann", channels=2,
                        processors=P.build_chain(config(*overrides).processors),
                        samplerate=SR).render(stereo)
-    np.testing.assert_array_equal(from_file, in_memory)
+    # the same coefficients (the contract); the file was rendered in other chunks, so the
+    # decoder's float32 sums may differ in their last bits
+    np.testing.assert_allclose(from_file, in_memory, atol=1e-6, rtol=0)
     assert not np.array_equal(in_memory, Engine(LearnedCosine(64, 32), 32, channels=2,
                                                 processors=P.build_chain(
                                                     config(*overrides).processors)).render(stereo))
@@ -235,15 +239,38 @@ def test_same_seed_same_checkpoint(tmp_path):
                            c["state_dict"]["encoder.freq_offset_bins"])
 
 
-def test_continue_from_a_checkpoint_and_overwrite_it(tmp_path):
+def test_continue_from_a_checkpoint_into_a_new_one(tmp_path):
     audio = write(tmp_path / "train.wav", resonant_noise(1.0, seed=5))
     ckpt = str(tmp_path / "model.pt")
     first = train_files(config(*SMALL), [audio], steps=20, batch=4, lr=1e-2, out_path=ckpt)
+    before = Path(ckpt).read_bytes()
+    # the checkpoint in use is never the output, not even with --overwrite
+    for flags in ([], ["--overwrite"]):
+        result = invoke("train", audio, *sets(*SMALL, f"model.checkpoint={ckpt}"), "--out", ckpt,
+                        "--steps", "3", *flags)
+        assert result.exit_code == 2 and "is the checkpoint in use" in result.stderr
+        assert Path(ckpt).read_bytes() == before
+    again = str(tmp_path / "model2.pt")
     second = train_files(config(*SMALL, f"model.checkpoint={ckpt}"), [audio], steps=20,
-                         batch=4, lr=1e-2, out_path=ckpt)
+                         batch=4, lr=1e-2, out_path=again)
     # the same held-out audio through the same engine: it starts where the first run ended
     assert second["snr_before_db"] == first["snr_after_db"]
-    assert read_checkpoint(ckpt)["extra"]["snr_after_db"] == second["snr_after_db"]
+    assert read_checkpoint(again)["extra"]["snr_after_db"] == second["snr_after_db"]
+
+
+def test_an_existing_out_needs_overwrite(tmp_path):
+    audio = write(tmp_path / "train.wav", resonant_noise(1.0, seed=5))
+    out = tmp_path / "model.pt"
+    assert invoke("train", audio, *sets(*SMALL), "--out", str(out), "--steps", "3").exit_code == 0
+    first = out.read_bytes()
+    refused = invoke("train", audio, *sets(*SMALL), "--out", str(out), "--steps", "3",
+                     "--seed", "1")
+    assert refused.exit_code == 2, refused.output
+    assert "exists; pass --overwrite" in refused.stderr and out.read_bytes() == first
+    replaced = invoke("train", audio, *sets(*SMALL), "--out", str(out), "--steps", "3",
+                      "--seed", "1", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert read_checkpoint(out)["extra"]["seed"] == 1
 
 
 def test_log_csv_and_progress_with_the_loss(tmp_path):
@@ -327,9 +354,12 @@ def files(tmp_path):
      "no gradient reaches"),
     (["{audio}", "--lr", "1e30"], "training diverged"),
     (["{audio}", "--out", "{audio}"], "is the audio file"),
-    (["{audio}", "--out", "{text}"], "is not a cosine-host checkpoint"),
+    (["{audio}", "--out", "{text}"], "exists; pass --overwrite to replace it"),
+    (["{audio}", "--out", "{text}", "--overwrite"], "is not a cosine-host checkpoint"),
     (["{audio}", "--out", "{tmp}/nowhere/m.pt"], "does not exist"),
-    (["{audio}", "--log", "{audio}"], "refusing to overwrite"),
+    (["{audio}", "--log", "{audio}"], "never overwritten, not even with --overwrite"),
+    (["{audio}", "--log", "{audio}", "--overwrite"], "is the audio file"),
+    (["{audio}", "--out", "{tmp}"], "is a folder"),
     (["{audio}", "--log", "{out}"], "same file"),
 ])
 def test_bad_input_is_one_line(files, args, phrase):
@@ -350,7 +380,9 @@ def test_bad_input_is_one_line(files, args, phrase):
 
 def test_no_audio_files_is_a_usage_error():
     result = invoke("train")
-    assert result.exit_code == 2 and "Missing argument 'AUDIO...'" in result.output
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: missing argument 'AUDIO...' (see ")
+    assert result.stderr.endswith(" train --help)\n") and result.stderr.count("\n") == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -377,3 +409,89 @@ def test_subprocess_error_is_one_line_without_traceback(files):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: audio file") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- keeping what it learned
+
+def test_nan_in_training_audio_is_an_error_naming_the_file(tmp_path):
+    data = resonant_noise(0.5)
+    data[1234, 0] = np.nan
+    data[2000, 0] = np.inf
+    bad = write(tmp_path / "bad.wav", data)
+    good = write(tmp_path / "good.wav", resonant_noise(0.5, seed=1))
+    for argv in ([good, bad], [good, "--val", bad]):
+        result = invoke("train", *argv, *sets(*SMALL), "--out", str(tmp_path / "m.pt"),
+                        "--steps", "3")
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (f"error: audio file {bad!r} has 2 NaN or infinite samples (the "
+                                 f"first at frame 1234); repair or re-export it, or leave it "
+                                 f"out\n")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_save_every_writes_the_best_checkpoint_while_training(tmp_path):
+    audio = write(tmp_path / "train.wav", resonant_noise(1.0, seed=2))
+    out = tmp_path / "m.pt"
+    log = tmp_path / "loss.csv"
+    seen = {}
+
+    def progress(done, total):
+        # what a person would find on disk after each step
+        seen[done] = (read_checkpoint(out)["extra"] if out.exists() else None,
+                      log.read_text())
+    result = train_files(config(*SMALL), [audio], steps=10, batch=4, lr=2e-2,
+                         out_path=str(out), log_path=str(log), save_every=4,
+                         progress=progress)
+    assert seen[1][0] is None and seen[3][0] is None
+    for step in (4, 8):
+        extra = seen[step][0]
+        assert extra["steps_done"] == step
+        assert extra["kept_step"] in (0, 4, 8) and extra["kept_step"] <= step
+        assert extra["snr_after_db"] >= extra["snr_before_db"]
+    for step, (_, text) in seen.items():
+        lines = text.splitlines()
+        assert text.endswith("\n") and len(lines) == step + 1       # the header, one per step
+        assert lines[0] == ",".join(LOG_COLUMNS)
+    final = read_checkpoint(out)["extra"]
+    assert final["steps_done"] == 10 and final["interrupted"] is None
+    assert final["snr_after_db"] == result["snr_after_db"] >= seen[8][0]["snr_after_db"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("signum, code, words", [
+    (signal.SIGTERM, 143, "terminated by SIGTERM"),
+    (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+])
+def test_signal_during_training_writes_the_best_checkpoint_so_far(tmp_path, signum, code, words):
+    audio = write(tmp_path / "train.wav", resonant_noise(1.0, seed=3))
+    out, log = tmp_path / "m.pt", tmp_path / "loss.csv"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "train", audio, *sets(*SMALL),
+                             "--steps", "1000000", "--batch", "4", "--out", str(out),
+                             "--log", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def steps_logged() -> int:
+        return log.read_text().count("\n") - 1 if log.exists() else 0
+    deadline = time.monotonic() + 240
+    while steps_logged() < 5:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no training steps logged"
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == code, stderr
+    extra = read_checkpoint(out)["extra"]
+    assert stderr == (f"error: {words}; wrote the best checkpoint so far to {str(out)!r} "
+                      f"(step {extra['kept_step']} of 1000000, validation SNR "
+                      f"{extra['snr_before_db']:.2f} -> {extra['snr_after_db']:.2f} dB)\n")
+    assert extra["interrupted"] == words and extra["steps_done"] >= 5
+    assert extra["snr_after_db"] >= extra["snr_before_db"]
+    text = log.read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    # every finished step is in the log (one more when the signal came just after its line)
+    assert text.endswith("\n") and len(rows) - extra["steps_done"] in (0, 1)
+    assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
+    # the checkpoint loads and renders
+    assert invoke("render", audio, str(tmp_path / "o.wav"),
+                  *sets(*SMALL, f"model.checkpoint={out}")).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.csv", "m.pt", "o.wav", "train.wav"]

@@ -9,8 +9,10 @@ after. ``model.checkpoint`` in the config is a starting point: training continue
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import inspect
+import io
 import math
 import os
 import time
@@ -22,10 +24,12 @@ import torch
 from models import processors as processor_registry
 from models import read_checkpoint, save_checkpoint
 from models.checkpoint import CheckpointError
-from models.training import SegmentSampler, TrainingError, frequency_offsets, train
+from models.training import (FREQ_LR_RATIO, SegmentSampler, TrainingError, frequency_offsets,
+                             train)
 from stream.engine import Engine, build_model, resolve_device
 from stream.errors import UserError
 from stream.files import atomic_path
+from stream.outputs import check_outputs, protected_paths
 from stream.windows import window_pair
 
 HELD_OUT_FRACTION = 0.1
@@ -55,38 +59,17 @@ def read_audio(path: str) -> tuple[np.ndarray, int]:
     return data, samplerate
 
 
-def _same_path(a: str, b: str) -> bool:
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.abspath(a) == os.path.abspath(b)
-
-
-def _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path) -> None:
-    """Refuse, before any work, outputs that would replace an input or each other, an --out
-    that is not a checkpoint, a missing folder, or a plot without matplotlib."""
+def _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path,
+                   overwrite: bool) -> None:
+    """Refuse, before any work, outputs that break stream.outputs' rule (an existing file
+    without ``overwrite``; the config, the checkpoint in use or an audio file even with it; a
+    missing folder; two outputs on one file), an existing --out that is not a checkpoint, or a
+    plot without matplotlib."""
     inputs = [("audio file", p) for p in audio_paths]
     if val_path:
         inputs.append(("--val file", val_path))
-    if os.path.exists(cfg.source):
-        inputs.append(("config", cfg.source))
-    if cfg.model.checkpoint and not _same_path(cfg.model.checkpoint, out_path):
-        inputs.append(("model.checkpoint", cfg.model.checkpoint))
-    outputs = [(f"--{name}", p) for name, p in (("out", out_path), ("log", log_path),
-                                                 ("plot", plot_path)) if p]
-    for i, (flag, path) in enumerate(outputs):
-        for what, source in inputs:
-            if _same_path(path, source):
-                raise UserError(f"{flag} {path!r} is the {what} {source!r}; refusing to overwrite "
-                                f"it: choose another {flag}")
-        for other_flag, other in outputs[i + 1:]:
-            if _same_path(path, other):
-                raise UserError(f"{flag} and {other_flag} are the same file {path!r}; give "
-                                f"each its own path")
-        if os.path.isdir(path):
-            raise UserError(f"{flag} {path!r} is a folder; give a file path")
-        folder = os.path.dirname(path) or "."
-        if not os.path.isdir(folder):
-            raise UserError(f"{flag} {path!r}: folder {folder!r} does not exist; create it first")
+    check_outputs([("--out", out_path), ("--log", log_path), ("--plot", plot_path)],
+                  protected_paths(cfg, inputs), overwrite)
     if os.path.exists(out_path):
         try:
             read_checkpoint(out_path)
@@ -104,6 +87,12 @@ def _load(paths, frame_size: int) -> list[tuple[str, np.ndarray, int]]:
     loaded = []
     for path in paths:
         data, samplerate = read_audio(path)
+        finite = np.isfinite(data)
+        if not finite.all():
+            bad = int(data.size - np.count_nonzero(finite))
+            first = int(np.argmin(finite.all(axis=1)))
+            raise UserError(f"audio file {path!r} has {bad} NaN or infinite samples (the first "
+                            f"at frame {first}); repair or re-export it, or leave it out")
         if data.shape[0] < frame_size:
             raise UserError(f"audio file {path!r} has {data.shape[0]} samples, shorter than one "
                             f"frame (frame.size = {frame_size}); give longer audio or a smaller "
@@ -153,12 +142,43 @@ def _step_reporter(progress, total: int):
 
 
 def write_log(path, rows: list[dict]) -> None:
-    """The loss log as CSV with a header: ``LOG_COLUMNS``, one row per step."""
+    """The loss log as CSV with a header: ``LOG_COLUMNS``, one row per step (atomically)."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+
+
+class LiveLog:
+    """The loss log written as training goes: the header when opened, then one CSV line per
+    step, each written whole and flushed, so the file only ever ends after a complete line
+    (``tail -f`` it while training; an interrupted run keeps every finished step).
+
+    The file is opened at ``path`` directly (the output checks ran before training). It gets
+    the permissions any new file gets (umask), or those of the file it replaces.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._file = open(path, "w", newline="", encoding="utf-8")
+        self._line = io.StringIO()
+        self._writer = csv.DictWriter(self._line, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        self._writer.writeheader()
+        self._flush()
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow(row)
+        self._flush()
+
+    def _flush(self) -> None:
+        self._file.write(self._line.getvalue())
+        self._file.flush()
+        self._line.seek(0)
+        self._line.truncate()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def plot_log(path, rows: list[dict], title: str) -> None:
@@ -187,41 +207,53 @@ def plot_log(path, rows: list[dict], title: str) -> None:
 def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float = 1e-2,
                 out_path: str = "model.pt", val_path: str | None = None, seed: int = 0,
                 log_path: str | None = None, plot_path: str | None = None,
+                save_every: int | None = None, overwrite: bool = False,
                 progress=None) -> dict:
     """Train the config's model on audio files and write the checkpoint (and log, plot).
 
     Args:
         cfg: stream.config.Config: frame size/hop/window, model (init, decoder, dtype,
             device, an optional starting checkpoint) and the processors trained through.
-        audio_paths: audio files, each at least one frame (frame.size samples) long.
+        audio_paths: audio files, each at least one frame (frame.size samples) long, every
+            sample finite.
         steps: optimiser steps. batch: segments per step, each
             models.training.segment_samples(N, H) samples long. lr: the gains' Adam step size;
             the frequencies get lr * models.training.FREQ_LR_RATIO, in bins of pi/N.
-        out_path: checkpoint to write; an existing file there must be a checkpoint.
+        out_path: checkpoint to write; an existing file there must be a checkpoint and is only
+            replaced with ``overwrite``; the checkpoint in use (model.checkpoint) never is.
         val_path: validation audio; None holds out the last 10 % of every training file.
         seed: seeds the segment draws: the same seed and inputs give an identical checkpoint.
-        log_path: CSV of the loss per step (``LOG_COLUMNS``). plot_path: PNG of the loss.
+        log_path: CSV of the loss per step (``LOG_COLUMNS``), written as training goes, one
+            flushed line per step (LiveLog). plot_path: PNG of the loss, at the end.
+        save_every: every this many steps (default None: never), measure the validation SNR
+            and write the best checkpoint so far to ``out_path`` (atomically).
+        overwrite: replace existing outputs (stream.outputs.check_outputs).
         progress: progress(done_steps, total_steps) or None; called after every step, with
             ``note=`` "loss ... (... dB)" when it takes that keyword.
     Returns:
         snr_before_db, snr_after_db (validation SNR through the engine of the starting and of
         the written model), snr_trained_db (of the model after the last step), kept
         ("trained", or "start" when training made the validation SNR worse and the checkpoint
-        keeps the starting parameters), steps, seconds_wall
-        (the whole call), checkpoint, log, plot, device, lr, lr_freq, batch, seed, final_loss
-        (the last step's), freq_shift_bins (mean |w_after - w_before| in bins of pi/N), files,
-        validation, train_samples, validation_samples (samples of all channels) and model (the
-        trained models.LearnedCosine, in eval mode on ``device``).
+        keeps the starting parameters), kept_step (the step whose parameters were written: 0 =
+        the start, else the last step or a --save-every step that validated better), steps,
+        seconds_wall (the whole call), checkpoint, log, plot, device, lr, lr_freq, batch, seed,
+        final_loss (the last step's), freq_shift_bins (mean |w_after - w_before| in bins of
+        pi/N), files, validation, train_samples, validation_samples (samples of all channels)
+        and model (the written models.LearnedCosine, in eval mode on ``device``).
     Raises:
-        UserError: bad input (no or unreadable files, files shorter than a frame, silent
-            audio, outputs that would replace inputs), nothing to learn (the chain already
-            reconstructs perfectly, or no gradient passes the processors), divergence.
+        UserError: bad input (no or unreadable files, files shorter than a frame, NaN or
+            infinite samples, silent audio, outputs that exist or would replace inputs), nothing
+            to learn (the chain already reconstructs perfectly, or no gradient passes the
+            processors), divergence.
+        KeyboardInterrupt (Ctrl-C, or stream.interrupts.Terminated for SIGTERM/SIGHUP) during
+            the steps: the best checkpoint so far (as at the end, of the steps finished) is
+            written to ``out_path`` first, and the exception's ``note`` says so.
     """
     started = time.monotonic()
     audio_paths = list(audio_paths)
     if not audio_paths:
         raise UserError("no audio files given; name one or more, e.g. run.py train speech.wav")
-    _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path)
+    _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path, overwrite)
     n, hop = cfg.frame.size, cfg.frame.hop
     device = resolve_device(cfg.model.device)
     model = build_model(cfg)
@@ -238,7 +270,7 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
             f"fewer coefficients, e.g. --set model.coefficients={max(1, model.m // 2)}, or "
             f"through processors, e.g. --set 'processors=[{{type: quantize, bits: 4}}]'")
     try:
-        sampler = SegmentSampler(train_signals, n, hop, dtype=model.encoder.rest.dtype,
+        sampler = SegmentSampler(train_signals, n, hop, dtype=model.dtype,
                                  device=device)
     except TrainingError as e:
         raise UserError(str(e)) from None
@@ -246,55 +278,120 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
     # the first file's rate for processor statistics (bitrate); training itself is rate-free
     chain.prepare(loaded[0][2], hop, model.m)
     offsets_before = frequency_offsets(model)
-    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     on_step = _step_reporter(progress, steps)
-
-    def log_step(row: dict) -> None:
-        row["seconds"] = round(time.monotonic() - started, 3)
-        if on_step is not None:
-            on_step(row)
-
-    try:
-        rows = train(model, chain, sampler, window_analysis=wa, window_synthesis=ws, hop=hop,
-                     steps=steps, batch=batch, lr=lr, seed=seed, on_step=log_step)
-    except TrainingError as e:
-        raise UserError(str(e)) from None
-    snr_trained = validation_snr_db(cfg, model, chain, validation, device)
-    # Model selection on the validation audio: where training cannot gain (e.g. M = N through a
-    # quantizer, +-0.04 dB of noise) it must not leave a worse model than it started from.
-    kept = "trained" if snr_trained >= snr_before else "start"
-    if kept == "start":
-        model.load_state_dict(start_state)
-    snr_after = max(snr_trained, snr_before)
-    shift = float((frequency_offsets(model) - offsets_before).abs().mean())
 
     files = [os.path.abspath(p) for p in audio_paths]
     held_out = (os.path.abspath(val_path) if val_path
                 else f"last {HELD_OUT_FRACTION:.0%} of each file")
-    lr_freq = rows[-1]["lr_freq"]
-    with _writing("--out", out_path):
-        # no wall time in it: the same seed and inputs give a byte-identical checkpoint
-        save_checkpoint(model, out_path, extra={
-            "steps": steps, "seed": seed, "lr": lr, "lr_freq": lr_freq, "batch": batch,
-            "snr_before_db": snr_before, "snr_after_db": snr_after, "snr_trained_db": snr_trained,
-            "kept": kept, "freq_shift_bins": shift,
-            "files": files, "validation": held_out, "hop": hop, "window": cfg.frame.window,
-            "processors": [dict(p) for p in cfg.processors]})
+    lr_freq = lr * FREQ_LR_RATIO
+
+    def snapshot() -> dict:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    # the best validated parameters so far (the start, then --save-every steps) and the
+    # parameters after the last finished step
+    best = {"step": 0, "snr": snr_before, "state": snapshot()}
+    last = {"step": 0, "state": best["state"]}
+    rows: list[dict] = []
+
+    def write_checkpoint(state: dict, step: int, snr_after: float, snr_trained: float,
+                         interrupted: str | None = None) -> None:
+        kept = "start" if step == 0 else "trained"
+        source = model if state is None else _with_state(model, state)
+        with _writing("--out", out_path):
+            # no wall time in it: the same seed and inputs give a byte-identical checkpoint
+            save_checkpoint(source, out_path, extra={
+                "steps": steps, "steps_done": len(rows), "kept_step": step, "seed": seed,
+                "lr": lr, "lr_freq": lr_freq, "batch": batch, "snr_before_db": snr_before,
+                "snr_after_db": snr_after, "snr_trained_db": snr_trained, "kept": kept,
+                "freq_shift_bins": _shift(source, offsets_before), "files": files,
+                "validation": held_out, "hop": hop, "window": cfg.frame.window,
+                "processors": [dict(p) for p in cfg.processors], "interrupted": interrupted})
+
+    def periodic_save(step: int) -> None:
+        snr = validation_snr_db(cfg, model, chain, validation, device)
+        model.train()          # the engine put it in eval mode
+        if snr >= best["snr"]:
+            best.update(step=step, snr=snr, state=last["state"])
+        write_checkpoint(best["state"], best["step"], best["snr"], snr)
+
+    log = None
     if log_path:
         with _writing("--log", log_path):
-            write_log(log_path, rows)
+            log = LiveLog(log_path)
+
+    def log_step(row: dict) -> None:
+        row["seconds"] = round(time.monotonic() - started, 3)
+        state = snapshot()
+        if log is not None:
+            with _writing("--log", log_path):
+                log.write(row)
+        rows.append(row)
+        last.update(step=row["step"], state=state)
+        if save_every and row["step"] % save_every == 0 and row["step"] < steps:
+            periodic_save(row["step"])
+        if on_step is not None:
+            on_step(row)
+
+    interrupted = None
+    try:
+        train(model, chain, sampler, window_analysis=wa, window_synthesis=ws, hop=hop,
+              steps=steps, batch=batch, lr=lr, seed=seed, on_step=log_step)
+    except KeyboardInterrupt as e:
+        # parameters mid-step may be half updated: go back to the last finished step
+        interrupted = e
+        model.load_state_dict(last["state"])
+        model.eval()
+    except TrainingError as e:
+        raise UserError(str(e)) from None
+    finally:
+        if log is not None:
+            log.close()
+
+    snr_trained = (validation_snr_db(cfg, model, chain, validation, device) if last["step"]
+                   else snr_before)
+    # Model selection on the validation audio: where training cannot gain (e.g. M = N through a
+    # quantizer, +-0.04 dB of noise) it must not leave a worse model than it started from.
+    if snr_trained >= best["snr"]:
+        best.update(step=last["step"], snr=snr_trained, state=last["state"])
+    model.load_state_dict(best["state"])
+    snr_after = best["snr"]
+    kept = "start" if best["step"] == 0 else "trained"
+    shift = _shift(model, offsets_before)
+    if interrupted is not None:
+        from stream.interrupts import describe
+        write_checkpoint(None, best["step"], snr_after, snr_trained,
+                         interrupted=describe(interrupted)[0])
+        interrupted.note = (f"wrote the best checkpoint so far to {str(out_path)!r} (step "
+                            f"{best['step']} of {steps}, validation SNR {snr_before:.2f} -> "
+                            f"{snr_after:.2f} dB)")
+        raise interrupted
+    write_checkpoint(None, best["step"], snr_after, snr_trained)
     if plot_path:
         with _writing("--plot", plot_path):
             plot_log(plot_path, rows, f"N={n} M={model.m} H={hop} {cfg.model.decoder} decoder: "
                                       f"validation SNR {snr_before:.2f} -> {snr_after:.2f} dB")
     return {"snr_before_db": snr_before, "snr_after_db": snr_after,
-            "snr_trained_db": snr_trained, "kept": kept, "steps": steps,
-            "seconds_wall": time.monotonic() - started, "checkpoint": str(out_path),
-            "log": log_path, "plot": plot_path, "device": str(device), "lr": lr,
-            "lr_freq": lr_freq, "batch": batch, "seed": seed, "final_loss": rows[-1]["loss"],
+            "snr_trained_db": snr_trained, "kept": kept, "kept_step": best["step"],
+            "steps": steps, "seconds_wall": time.monotonic() - started,
+            "checkpoint": str(out_path), "log": log_path, "plot": plot_path,
+            "device": str(device), "lr": lr, "lr_freq": rows[-1]["lr_freq"], "batch": batch,
+            "seed": seed, "final_loss": rows[-1]["loss"],
             "freq_shift_bins": shift, "files": files, "validation": held_out,
             "train_samples": sum(int(s.numel()) for s in train_signals),
             "validation_samples": sum(int(d.size) for d, _ in validation), "model": model}
+
+
+def _with_state(model, state: dict):
+    """A copy of ``model`` holding ``state`` (the model itself is left as it is)."""
+    other = copy.deepcopy(model)
+    other.load_state_dict(state)
+    return other
+
+
+def _shift(model, offsets_before) -> float:
+    """Mean |w - w at the start| in bins of pi/N."""
+    return float((frequency_offsets(model) - offsets_before).abs().mean())
 
 
 def _split(loaded, val_loaded):

@@ -1,0 +1,198 @@
+"""The engine's per-call work on CPU, in numpy, into preallocated buffers.
+
+Routes a call's frames take (each one earns its place by a number in benchmarks/README.md):
+
+- no processors, matrix products: calls of fewer than ``HOP_SPLIT_FRAMES`` frames (live
+  blocks) frame the input with one copy and run two BLAS products; larger batches (files) run
+  the hop-split products (stream.transforms.HopProducts), which read the input queue in place
+  and overlap-add inside the decoder's product;
+- no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II, windowed overlap-add;
+- processors: the coefficients the processors see come from the exact encoder
+  (stream.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each row
+  computed alone: the same bits for any batch), so they depend on the signal and the
+  parameters only; then the processors, the decoder's product (or DCT-II) and the overlap-add.
+
+torch is touched only to hand the coefficients to the processors (``torch.from_numpy``: no copy).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stream.exact import ExactEncoder
+from stream.queues import Queue, initial_capacity
+from stream.transforms import HopProducts, ScipyDCT
+
+_TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+
+
+def check_processed(result, like: torch.Tensor):
+    """A processor chain's result must keep the coefficients' shape, dtype and device."""
+    if not isinstance(result, torch.Tensor) or result.shape != like.shape \
+            or result.device != like.device or result.dtype != like.dtype:
+        got = (f"{tuple(result.shape)} {result.dtype} on {result.device}"
+               if isinstance(result, torch.Tensor) else type(result).__name__)
+        raise RuntimeError(f"the processors returned {got} for {tuple(like.shape)} {like.dtype} "
+                           f"on {like.device}; a processor must keep shape, dtype and device")
+    return result
+
+
+class NumpyKernel:
+    """Queues, framing, transform and overlap-add on CPU.
+
+    Args:
+        channels, n, m, hop: C, N, M, H.
+        dtype: the model's torch dtype (float32 or float64): every buffer uses it.
+        blocksize: the engine's B (0 = varying), sizes the first buffers.
+        processors: the engine's processor chain (models.processors.Chain).
+    """
+
+    name = "numpy"
+    # measured (benchmarks/README.md, "routes"): at 32 frames and more the hop-split products
+    # beat framing + two products; below, their 2R BLAS calls per channel cost more
+    HOP_SPLIT_FRAMES = 32
+
+    def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
+                 blocksize: int, processors):
+        self.c, self.n, self.m, self.hop, self.r = channels, n, m, hop, n // hop
+        self.np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self.processors = processors
+        cap = initial_capacity(n, blocksize)
+        # one input history serves the frames (reader) and the dry signal (second reader)
+        self.inq = Queue(np.zeros((channels, cap), self.np_dtype), second_reader=True)
+        self.outq = Queue(np.zeros((channels, cap), self.np_dtype), pending=n - hop)
+        self._alloc(max(1, -(-max(blocksize, 1) // hop)) + 1)
+        self.kind = "matmul"
+        self.dct = None
+
+    def _alloc(self, count: int) -> None:
+        self._frames_cap = count
+        shape = (count, self.c, self.n)
+        self.fbuf = np.zeros(shape, self.np_dtype)      # windowed frames (DCT: and coefficients)
+        self.cbuf = np.zeros((count, self.c, self.m), self.np_dtype)
+        self.dbuf = np.zeros(shape, self.np_dtype)      # decoded frames
+
+    def set_transform(self, kind: str, enc_t: np.ndarray, dec: np.ndarray, wa: np.ndarray,
+                      ws: np.ndarray) -> None:
+        """``kind`` "matmul" or "dct"; enc_t (N, M) and dec (M, N) with the windows folded in;
+        wa, ws (N,) the windows (applied on their own on the DCT path)."""
+        self.kind = kind
+        self.enc_t = np.ascontiguousarray(enc_t, self.np_dtype)
+        self.dec = np.ascontiguousarray(dec, self.np_dtype)
+        self.wa = wa.astype(self.np_dtype)
+        self.ws_parts = ws.astype(self.np_dtype).reshape(self.r, self.hop)
+        if kind == "dct" and self.dct is None:
+            self.dct = ScipyDCT()
+        self.hop_products = HopProducts(self.enc_t, self.dec, self.hop) if kind == "matmul" \
+            else None
+        self.exact = ExactEncoder(self.enc_t, self.np_dtype) if kind == "matmul" else None
+
+    def reset(self, frame_prefill: int, out_prefill: int, dry_prefill: int) -> None:
+        self.inq.reset(frame_prefill, dry_prefill)
+        self.outq.reset(out_prefill)
+
+    def process(self, block: np.ndarray, out: np.ndarray, bypass: bool) -> int:
+        """One (B, C) float32 block in, ``out`` (B, C) written; returns the frames computed."""
+        b = block.shape[0]
+        q = self.inq
+        q.write(block)
+        count = q.ready_frames(self.n, self.hop)
+        if count:
+            self._frames(count)
+            q.start += count * self.hop
+        src = q if bypass else self.outq
+        pos = q.second if bypass else self.outq.start
+        np.copyto(out, src.buf[:, pos:pos + b].T)
+        self.outq.start += b
+        q.second += b
+        return count
+
+    def _frames(self, count: int) -> None:
+        c, n, hop = self.c, self.n, self.hop
+        if count > self._frames_cap:
+            self._alloc(2 * count)
+        q, o = self.inq, self.outq
+        o.reserve(count * hop)
+        span = (count + self.r - 1) * hop
+        if self.kind == "matmul" and not self.processors and count >= self.HOP_SPLIT_FRAMES:
+            for ch in range(c):
+                hops_in = q.buf[ch, q.start:q.start + span].reshape(-1, hop)
+                hops_out = o.buf[ch, o.end:o.end + span].reshape(-1, hop)
+                coeffs = self.cbuf.reshape(-1, self.m)[:count]
+                self.hop_products.encode(hops_in, coeffs)
+                self.hop_products.decode_add(coeffs, hops_out)
+            o.end += count * hop
+            return
+        # every ready frame as a (count, C, N) view of the input queue: frame f of channel ch
+        # starts at q.start + f * hop
+        it = q.buf.itemsize
+        view = np.ndarray((count, c, n), self.np_dtype, buffer=q.buf, offset=q.start * it,
+                          strides=(hop * it, q.buf.shape[1] * it, it))
+        decoded = self.dbuf[:count]
+        if self.kind == "dct":
+            self._dct_frames(view, decoded)
+            window = self.ws_parts
+        else:
+            self._matrix_frames(view, decoded)
+            window = None              # folded into the decoder
+        hops = o.buf[:, o.end:o.end + span].reshape(c, count + self.r - 1, hop)
+        overlap_add(decoded.reshape(count, c, self.r, hop), hops, window)
+        o.end += count * hop
+
+    def _matrix_frames(self, view: np.ndarray, decoded: np.ndarray) -> None:
+        count, rows = view.shape[0], view.shape[0] * self.c
+        coeffs = self.cbuf[:count]
+        c2, d2 = coeffs.reshape(rows, self.m), decoded.reshape(rows, self.n)
+        if self.processors:
+            self.exact(view, coeffs)
+            c2 = self._processors(coeffs).numpy().reshape(rows, self.m)
+        else:
+            frames = self.fbuf[:count]
+            np.copyto(frames, view)
+            np.matmul(frames.reshape(rows, self.n), self.enc_t, out=c2)
+        np.matmul(c2, self.dec, out=d2)
+
+    def _dct_frames(self, view: np.ndarray, decoded: np.ndarray) -> None:
+        frames = self.fbuf[:view.shape[0]]
+        np.multiply(view, self.wa, out=frames)
+        self.dct.dct3(frames, frames)
+        if self.processors:
+            coeffs = frames[..., :self.m]
+            result = self._processors(coeffs).numpy()
+            if not (result.ctypes.data == coeffs.ctypes.data and result.strides == coeffs.strides):
+                np.copyto(coeffs, result)
+        frames[..., self.m:] = 0
+        self.dct.dct2(frames, decoded)
+
+    def _processors(self, coeffs: np.ndarray) -> torch.Tensor:
+        """The processor chain on a (F, C, M) tensor sharing ``coeffs``' memory."""
+        tensor = torch.from_numpy(coeffs)
+        with torch.inference_mode():
+            return check_processed(self.processors(tensor), tensor)
+
+
+def overlap_add(parts, hops, window=None) -> None:
+    """hops (C, F + R - 1, H) += the decoded frames ``parts`` (F, C, R, H): part j of frame f
+    lands on row f + j. Rows R-1 .. hold nothing yet and are overwritten by the last parts;
+    rows 0 .. R-2 (the pending tail of earlier frames) are added to. ``window`` (R, H), the
+    synthesis window, is applied on the way (``parts`` is then clobbered). numpy arrays or
+    torch tensors alike."""
+    r, count = parts.shape[2], parts.shape[0]
+    is_np = isinstance(parts, np.ndarray)
+    last = parts[:, :, r - 1].transpose(1, 0, 2) if is_np else parts[:, :, r - 1].transpose(0, 1)
+    target = hops[:, r - 1:]
+    if window is None:
+        np.copyto(target, last) if is_np else target.copy_(last)
+    elif is_np:
+        np.multiply(last, window[r - 1], out=target)
+    else:
+        torch.mul(last, window[r - 1], out=target)
+    for j in range(r - 1):
+        part = parts[:, :, j]
+        if window is not None:
+            part *= window[j]
+        rows = hops[:, j:j + count]
+        if is_np:
+            np.add(rows, part.transpose(1, 0, 2), out=rows)
+        else:
+            rows.add_(part.transpose(0, 1))

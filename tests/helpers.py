@@ -1,0 +1,100 @@
+"""What several test modules (and the benchmarks) need: signals, SNR, parameter perturbation, a
+coefficient-recording processor, engines from the default config and block-wise streaming."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def snr_db(reference, estimate) -> float:
+    """10 log10(|reference|^2 / |reference - estimate|^2) in float64 (inf when equal)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    error = ((reference - np.asarray(estimate, dtype=np.float64)) ** 2).sum()
+    return math.inf if error == 0 else 10 * math.log10((reference ** 2).sum() / error)
+
+
+def noise(frames: int, channels: int, seed: int = 0, level: float = 1.0) -> np.ndarray:
+    """Uniform noise in [-level, level), float32 (frames, channels)."""
+    rng = np.random.default_rng(seed)
+    return (level * rng.uniform(-1, 1, (frames, channels))).astype(np.float32)
+
+
+def perturb(model, scale: float = 1e-3, seed: int = 0) -> None:
+    """'Trained' parameters: every parameter moved a little off its init (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+class Recorder(torch.nn.Module):
+    """A processor plugin that keeps a copy of every coefficient tensor it sees (an engine's
+    reset does not clear them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, coeffs):
+        self.seen.append(coeffs.detach().cpu().clone().numpy())
+        return coeffs
+
+    def coefficients(self, channels: int, m: int) -> np.ndarray:
+        """Everything seen, as (frames, channels, M)."""
+        return np.concatenate(self.seen) if self.seen else np.zeros((0, channels, m))
+
+
+def make_engine(blocksize: int = 0, channels: int = 1, overrides=(), processors=None,
+                trained: bool = False, **kwargs):
+    """An engine from the default config plus ``overrides`` (CPU); ``processors`` replaces the
+    config's chain; ``trained`` perturbs the parameters (the matrix path). Keyword arguments go
+    to Engine."""
+    import stream
+    from models import processors as registry
+    from stream.engine import Engine, build_model
+    cfg = stream.load_config(overrides=("model.device=cpu", *overrides))
+    model = build_model(cfg)
+    if trained:
+        perturb(model)
+    chain = processors if processors is not None else registry.build_chain(cfg.processors)
+    return Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=blocksize, channels=channels,
+                  processors=chain, samplerate=cfg.audio.samplerate, **kwargs)
+
+
+def recording_chain(*specs, m: int = 512):
+    """(chain, recorder): a Recorder first, then the built-in ``specs`` (dicts)."""
+    from models import processors as registry
+    recorder = Recorder()
+    checked = [registry.check_spec(spec, m) for spec in specs]
+    chain = registry.Chain([registry.Plugin(recorder, "recorder")]
+                           + [registry.build(spec) for spec in checked],
+                           types=["recorder"] + [spec["type"] for spec in checked])
+    return chain, recorder
+
+
+def stream_blocks(engine, signal: np.ndarray, sizes) -> np.ndarray:
+    """``signal`` through ``engine.process`` in blocks of ``sizes`` (cycled); the raw output,
+    latency included."""
+    out, pos, i = [], 0, 0
+    sizes = list(sizes)
+    while pos < signal.shape[0]:
+        size = sizes[i % len(sizes)] or 1
+        out.append(engine.process(np.ascontiguousarray(signal[pos:pos + size])).copy())
+        pos += size
+        i += 1
+    return np.concatenate(out)
+
+
+def render_in_blocks(engine, signal: np.ndarray, sizes) -> np.ndarray:
+    """The aligned render of ``signal`` fed in blocks of ``sizes`` (cycled), through the
+    engine's one latency-compensation function (Engine.render_chunks)."""
+    def pieces():
+        pos, i = 0, 0
+        while pos < signal.shape[0]:
+            size = max(1, sizes[i % len(sizes)])
+            yield np.ascontiguousarray(signal[pos:pos + size])
+            pos += size
+            i += 1
+    return np.concatenate(list(engine.render_chunks(pieces(), signal.shape[0])))

@@ -1,0 +1,155 @@
+"""The engine's numeric contract: what processors receive depends on the signal and the
+parameters only, not on how the signal was cut into calls (1-sample blocks, varying blocks, a
+whole-signal render), on the kernel, the CPU or the BLAS library; outputs after the decoder
+agree within 1e-6 (signals at -6 dBFS: float32 sums of N products in another order differ by
+a few units of 1e-7 per unit of level). Matrix and DCT paths, float32 and float64."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import make_engine, noise, recording_chain, render_in_blocks
+from stream.exact import ExactEncoder, TorchExactEncoder, slice_bits, split_matrix
+
+PATHS = {"matrix": True, "dct": False}          # name -> trained (matrix path) or at init (DCT)
+QUANTIZE = {"type": "quantize", "bits": 6}
+
+
+def recorded_render(path, dtype, signal, sizes=None, chunk=1 << 19, backend="auto",
+                    blocksize=0, specs=(QUANTIZE,)):
+    """(output, coefficients seen) of ``signal`` rendered in blocks of ``sizes`` (None: one
+    whole-signal render in ``chunk``-frame pieces)."""
+    chain, recorder = recording_chain(*specs)
+    engine = make_engine(blocksize, signal.shape[1], (f"model.dtype={dtype}",), chain,
+                         trained=PATHS[path], backend=backend)
+    assert engine.transform == ("matmul" if PATHS[path] or backend == "torch" else "dct")
+    if sizes is None:
+        out = engine.render(signal, chunk_frames=chunk)
+    else:
+        out = render_in_blocks(engine, signal, sizes)
+    seen = recorder.coefficients(signal.shape[1], engine.model.m)
+    # every frame of the signal and its latency flush, each seen once
+    assert seen.shape[0] == (signal.shape[0] + engine.latency_samples) // engine.hop
+    return out, seen
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=12, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=1500), min_size=1, max_size=12),
+       seed=st.integers(min_value=0, max_value=2 ** 31))
+def test_coefficients_do_not_depend_on_the_partition(path, dtype, sizes, seed):
+    signal = noise(3000 + seed % 2000, 2, seed, level=0.5)
+    whole, seen_whole = recorded_render(path, dtype, signal)
+    parted, seen_parted = recorded_render(path, dtype, signal, sizes)
+    assert seen_whole.shape == seen_parted.shape
+    np.testing.assert_array_equal(seen_parted, seen_whole)
+    np.testing.assert_allclose(parted, whole, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("path", PATHS)
+def test_one_sample_blocks_and_small_chunks(path, dtype):
+    signal = noise(1700, 1, seed=3, level=0.5)
+    whole, seen_whole = recorded_render(path, dtype, signal)
+    for sizes, chunk in (([1], None), ([1, 2, 3, 300, 7], None), (None, 257), (None, 4096)):
+        out, seen = recorded_render(path, dtype, signal, sizes, chunk=chunk or 1 << 19)
+        np.testing.assert_array_equal(seen, seen_whole)
+        np.testing.assert_allclose(out, whole, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("blocksize", [64, 256, 441])
+def test_live_blocks_equal_offline(blocksize):
+    """A live engine (fixed blocks) sees what the offline render sees, frame for frame."""
+    signal = noise(blocksize * 40, 2, seed=blocksize)
+    _, seen_offline = recorded_render("matrix", "float32", signal)
+    chain, recorder = recording_chain(QUANTIZE)
+    engine = make_engine(blocksize, 2, processors=chain, trained=True)
+    for i in range(0, signal.shape[0], blocksize):
+        engine.process(signal[i:i + blocksize])
+    live = recorder.coefficients(2, 512)
+    # the live engine has computed the frames whose last sample has arrived
+    np.testing.assert_array_equal(live, seen_offline[:live.shape[0]])
+    assert live.shape[0] >= seen_offline.shape[0] - 3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_kernel_sees_the_same_coefficients(dtype):
+    """The CUDA code path, run on the CPU with another BLAS (torch's), sees the same bits."""
+    signal = noise(5000, 2, seed=8, level=0.5)
+    out_np, seen_np = recorded_render("matrix", dtype, signal, [256])
+    out_torch, seen_torch = recorded_render("matrix", dtype, signal, [256], backend="torch")
+    np.testing.assert_array_equal(seen_torch, seen_np)
+    # the decoders are two libraries' float32 products: a few units of 1e-7 apart at full scale
+    np.testing.assert_allclose(out_torch, out_np, atol=2e-6 if dtype == "float32" else 1e-12,
+                               rtol=0)
+
+
+def test_quantizer_decisions_do_not_flip():
+    """The failure the contract prevents: a quantizer step decided differently by partition."""
+    signal = noise(6000, 1, seed=4, level=0.5)
+    specs = ({"type": "quantize", "bits": 8},)
+    whole, _ = recorded_render("matrix", "float32", signal, specs=specs)
+    for sizes in ([1], [22], [32], [3, 1000]):
+        parted, _ = recorded_render("matrix", "float32", signal, sizes, specs=specs)
+        np.testing.assert_allclose(parted, whole, atol=1e-6, rtol=0)
+
+
+# --- the exact encoder, against independent arithmetic ------------------------------------------
+
+def _reference(frames: np.ndarray, enc_t: np.ndarray, dtype) -> np.ndarray:
+    """Correctly rounded products by math.fsum over the exact float64 terms (float32 x float32
+    products are exact in float64), with the encoder's matrix as the exact encoder rounds it."""
+    bits = slice_bits(enc_t.shape[0])
+    slices, scale = split_matrix(enc_t, bits, 1 if dtype == np.float32 else 3)
+    m = enc_t.shape[1]
+    rounded = sum(slices[:, k * m:(k + 1) * m] * 2.0 ** (-bits * k)
+                  for k in range(slices.shape[1] // m)) * scale
+    out = np.empty((frames.shape[0], m), np.float64)
+    for i, row in enumerate(frames.astype(np.float64)):
+        for j in range(m):
+            out[i, j] = math.fsum(row * rounded[:, j])
+    return out.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_encoder_is_correctly_rounded_within_one_unit(dtype):
+    rng = np.random.default_rng(0)
+    n, m = 64, 16
+    enc_t = (rng.standard_normal((n, m)) / 8).astype(dtype)
+    frames = rng.uniform(-1, 1, (9, n)).astype(dtype)
+    frames[3] *= 1e-6                       # a quiet frame keeps its precision
+    frames[4] = 0                           # silence stays exactly zero
+    got = np.empty((9, m), dtype)
+    ExactEncoder(enc_t, dtype)(frames, got)
+    want = _reference(frames, enc_t, dtype) if dtype == np.float32 else \
+        (frames.astype(np.longdouble) @ enc_t.astype(np.longdouble)).astype(dtype)
+    ulp = np.spacing(np.abs(want).astype(dtype))
+    assert np.all(np.abs(got - want) <= 1.01 * ulp + (0 if dtype == np.float32 else 4 * ulp))
+    assert not got[4].any()
+    # the matrix rounding is a change of about one float32 unit of the column's peak
+    if dtype == np.float32:
+        plain = (frames.astype(np.float64) @ enc_t.astype(np.float64))
+        assert np.abs(got - plain).max() <= 4 * np.finfo(np.float32).eps * np.abs(plain).max()
+
+
+@pytest.mark.parametrize("dtype,torch_dtype", [(np.float32, torch.float32),
+                                               (np.float64, torch.float64)])
+def test_exact_encoder_numpy_equals_torch(dtype, torch_dtype):
+    rng = np.random.default_rng(1)
+    enc_t = (rng.standard_normal((512, 300)) / 20).astype(dtype)
+    frames = (rng.standard_normal((7, 2, 512)) * rng.uniform(1e-8, 10, (7, 2, 1))).astype(dtype)
+    got = np.empty((7, 2, 300), dtype)
+    ExactEncoder(enc_t, dtype)(frames, got)
+    other = TorchExactEncoder(enc_t, torch_dtype, torch.device("cpu"))(torch.from_numpy(frames))
+    np.testing.assert_array_equal(other.numpy(), got)
+
+
+def test_slices_stay_exact_in_float64():
+    for n in (16, 512, 4096, 65536):
+        bits = slice_bits(n)
+        assert n * 2.0 ** (2 * bits) <= 2.0 ** 53         # every partial sum is an exact integer
+        assert 2 * bits >= 36                             # two slices hold float32's 24 bits
