@@ -1,4 +1,4 @@
-"""User plugins: coefficient processors named ``"package.module:ClassName"`` in a config.
+"""The processor contract and user plugins (``"package.module:ClassName"`` in a config).
 
 A plugin is any ``torch.nn.Module`` subclass; only ``forward`` is required (docs/plugins.md has
 the contract). This module imports and checks plugin references for ``check_spec`` and builds
@@ -10,9 +10,11 @@ them for ``build``, each failure reported as one line that starts with the offen
     construct(type_name, params)         ``Plugin`` around ``ClassName(**params)``
 
 ``Processor`` is the base every processor derives from (the contract's defaults), next to the
-parameter checks the built-ins use; ``Plugin`` gives the user's module the full processor
-surface (``prepare``, ``reset``, ``stats``, ``latency_samples``) and checks what its
-``forward`` returns.
+parameter checks the built-ins use; ``Chain`` runs processors in order, the one call the engine
+makes per block; ``Plugin`` gives the user's module the full processor surface (``prepare``,
+``reset``, ``stats``, ``latency_samples``) and checks what its ``forward`` returns. The
+built-ins and the config API (``check_spec``, ``build``, ``build_chain``) are in
+models/processors.py, which re-exports ``Processor``, ``Chain`` and ``Plugin``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import typing
 
 import torch
 
-__all__ = ["Processor", "Plugin", "PLUGIN_FORM", "check_plugin", "construct", "plain"]
+__all__ = ["Processor", "Chain", "Plugin", "PLUGIN_FORM", "check_plugin", "construct", "plain"]
 
 PLUGIN_FORM = "package.module:ClassName"
 _PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -94,6 +96,9 @@ class Processor(torch.nn.Module):
 
     latency_samples: int = 0
     KEYS: tuple[str, ...] = ()
+    # the built-ins' numpy route, ``_numpy(array) -> array``, which Chain calls directly; None
+    # (a class attribute, so Plugin's attribute forwarding never reaches the user's module)
+    _numpy = None
 
     def __init__(self):
         super().__init__()
@@ -189,6 +194,82 @@ class Plugin(Processor):
                                f"a processor must keep shape, dtype and device")
         return out
 
+
+# ----------------------------------------------------------------------------- the chain
+
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def _numpy_route(coeffs: torch.Tensor) -> bool:
+    """True when a built-in may compute on ``coeffs.numpy()``: a plain CPU float32/float64 tensor
+    that does not require grad (no autograd graph to build; tensor subclasses keep torch)."""
+    return (type(coeffs) is torch.Tensor and coeffs.is_cpu and not coeffs.requires_grad
+            and coeffs.dtype in _NUMPY_DTYPES)
+
+
+class Chain(torch.nn.Module):
+    """Processors applied in order. Empty chain: identity, ``bool(chain)`` is False.
+
+    ``prepare``/``reset`` reach every processor; ``stats()`` is a list of
+    ``{"type": name, **processor.stats()}``; ``latency_samples`` is their sum.
+
+    On the numpy route (CPU float32/float64 coeffs that do not require grad, see
+    models/processors.py) consecutive processors with a ``_numpy`` route (the built-ins) and no
+    hooks hand each other the numpy array directly, skipping ``nn.Module.__call__`` and the
+    tensor conversions between them; plugins always get a tensor.
+    """
+
+    def __init__(self, processors=(), types=None):
+        super().__init__()
+        self.processors = torch.nn.ModuleList(processors)
+        self.types = list(types) if types is not None else [
+            getattr(p, "name", type(p).__name__.lower()) for p in self.processors]
+
+    @property
+    def latency_samples(self) -> int:
+        return sum(int(getattr(p, "latency_samples", 0)) for p in self.processors)
+
+    def __len__(self) -> int:
+        return len(self.processors)
+
+    def __bool__(self) -> bool:
+        return len(self.processors) > 0
+
+    def __iter__(self):
+        return iter(self.processors)
+
+    def __getitem__(self, index: int) -> Processor:
+        return self.processors[index]
+
+    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
+        for p in self.processors:
+            p.prepare(samplerate, hop, n_coefficients)
+
+    def reset(self) -> None:
+        for p in self.processors:
+            p.reset()
+
+    def stats(self) -> list[dict]:
+        return [{"type": t, **p.stats()} for t, p in zip(self.types, self.processors)]
+
+    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """``coeffs`` (frames, channels, M) through every processor in order; same shape out."""
+        array = None           # the coefficients while built-ins pass them along as numpy
+        for p in self.processors:
+            if (getattr(type(p), "_numpy", None) is not None
+                    and not (p._forward_hooks or p._forward_pre_hooks)):
+                if array is None and _numpy_route(coeffs):
+                    array = coeffs.numpy()
+                if array is not None:
+                    array = p._numpy(array)
+                    continue
+            if array is not None:
+                coeffs, array = torch.from_numpy(array), None
+            coeffs = p(coeffs)
+        return coeffs if array is None else torch.from_numpy(array)
+
+
+# ----------------------------------------------------------------------------- user plugins
 
 def _plugin_class(type_name: str) -> type:
     """Import ``package.module:ClassName`` and return the class, or raise ValueError/TypeError."""

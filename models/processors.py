@@ -17,7 +17,8 @@ torch operation costs a few microseconds of dispatch, far more than its arithmet
 values. So every built-in has two routes with bit-identical results: a numpy route on the
 tensor's memory (``coeffs.numpy()``, no copy) for CPU float32/float64 tensors that do not
 require grad (the engine's case), and the torch route for everything else (CUDA, training with
-autograd, other dtypes). ``Chain`` passes the numpy array from one built-in to the next. Both
+autograd, other dtypes). ``Chain`` (models/plugins.py) passes the numpy array from one
+built-in to the next. Both
 routes avoid Python loops over frames and GPU->CPU synchronisation and keep statistics in small
 preallocated counters reduced lazily in ``stats()``.
 """
@@ -31,24 +32,14 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from models.plugins import (PLUGIN_FORM, Plugin, Processor, _check_db, _check_int, _Checked,
-                            check_plugin, construct, plain)
+from models.plugins import (PLUGIN_FORM, Chain, Plugin, Processor, _check_db, _check_int,
+                            _Checked, _numpy_route, check_plugin, construct, plain)
 
 __all__ = ["Processor", "Quantize", "Band", "TopK", "Threshold", "Plugin", "Chain",
            "REGISTRY", "check_spec", "build", "build_chain"]
 
 
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M
-
-
-_NUMPY_DTYPES = (torch.float32, torch.float64)
-
-
-def _numpy_route(coeffs: torch.Tensor) -> bool:
-    """True when a built-in may compute on ``coeffs.numpy()``: a plain CPU float32/float64 tensor
-    that does not require grad (no autograd graph to build; tensor subclasses keep torch)."""
-    return (type(coeffs) is torch.Tensor and coeffs.is_cpu and not coeffs.requires_grad
-            and coeffs.dtype in _NUMPY_DTYPES)
 
 
 _FLOAT16_NORMAL = 2.0 ** -14      # smallest normal float16
@@ -487,65 +478,6 @@ def build(spec: dict) -> Processor:
     if type_name in REGISTRY:
         return REGISTRY[type_name](**params)
     return construct(type_name, params)
-
-
-class Chain(torch.nn.Module):
-    """Processors applied in order. Empty chain: identity, ``bool(chain)`` is False.
-
-    ``prepare``/``reset`` reach every processor; ``stats()`` is a list of
-    ``{"type": name, **processor.stats()}``; ``latency_samples`` is their sum.
-
-    On the numpy route (see the module's docstring) consecutive built-ins without hooks hand
-    each other the numpy array directly, skipping ``nn.Module.__call__`` and the tensor
-    conversions between them; plugins always get a tensor.
-    """
-
-    def __init__(self, processors=(), types=None):
-        super().__init__()
-        self.processors = torch.nn.ModuleList(processors)
-        self.types = list(types) if types is not None else [
-            getattr(p, "name", type(p).__name__.lower()) for p in self.processors]
-
-    @property
-    def latency_samples(self) -> int:
-        return sum(int(getattr(p, "latency_samples", 0)) for p in self.processors)
-
-    def __len__(self) -> int:
-        return len(self.processors)
-
-    def __bool__(self) -> bool:
-        return len(self.processors) > 0
-
-    def __iter__(self):
-        return iter(self.processors)
-
-    def __getitem__(self, index: int) -> Processor:
-        return self.processors[index]
-
-    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
-        for p in self.processors:
-            p.prepare(samplerate, hop, n_coefficients)
-
-    def reset(self) -> None:
-        for p in self.processors:
-            p.reset()
-
-    def stats(self) -> list[dict]:
-        return [{"type": t, **p.stats()} for t, p in zip(self.types, self.processors)]
-
-    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
-        array = None           # the coefficients while built-ins pass them along as numpy
-        for p in self.processors:
-            if isinstance(p, _Builtin) and not (p._forward_hooks or p._forward_pre_hooks):
-                if array is None and _numpy_route(coeffs):
-                    array = coeffs.numpy()
-                if array is not None:
-                    array = p._numpy(array)
-                    continue
-            if array is not None:
-                coeffs, array = torch.from_numpy(array), None
-            coeffs = p(coeffs)
-        return coeffs if array is None else torch.from_numpy(array)
 
 
 def build_chain(specs) -> Chain:

@@ -576,3 +576,11 @@ def test_plugin_module_keeps_its_home_and_its_old_names():
     from models import plugins
     assert P.Plugin is plugins.Plugin and P.Processor is plugins.Processor
     assert issubclass(P.Plugin, P.Processor) and P.PLUGIN_FORM == "package.module:ClassName"
+
+
+def test_chain_of_plain_modules_and_builtins():
+    chain = P.Chain([torch.nn.Identity(), Quantize(8), torch.nn.Identity()])
+    x = gaussian()
+    with torch.inference_mode():
+        assert torch.equal(chain(x), Quantize(8)._torch(x))
+    assert P.Chain is __import__("models.plugins", fromlist=["Chain"]).Chain
