@@ -129,7 +129,8 @@ def measure(runs: dict, repeats: int, rng) -> dict:
 def table(med: dict, key, title: str, first: str) -> None:
     """One row per chain (and frames, when ``key`` takes them): before/after p50/p99, ratios."""
     print(title)
-    header = (f"| {first:<28} | before p50 | before p99 | after p50 | after p99 "
+    width = max(len(first), *map(len, key))
+    header = (f"| {first:<{width}} | before p50 | before p99 | after p50 | after p99 "
               f"| after/before | before x identity | after x identity |")
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
@@ -137,7 +138,7 @@ def table(med: dict, key, title: str, first: str) -> None:
         b50, b99 = med[("before",) + name]
         a50, a99 = med[("after",) + name]
         bi, ai = b50 / med[("before",) + ident][0], a50 / med[("after",) + ident][0]
-        print(f"| {row:<28} | {b50:>10.1f} | {b99:>10.1f} | {a50:>9.1f} | {a99:>9.1f} "
+        print(f"| {row:<{width}} | {b50:>10.1f} | {b99:>10.1f} | {a50:>9.1f} | {a99:>9.1f} "
               f"| {a50 / b50:>12.2f} | {bi:>17.1f} | {ai:>16.1f} |")
 
 

@@ -202,9 +202,10 @@ _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 def _numpy_route(coeffs: torch.Tensor) -> bool:
     """True when a built-in may compute on ``coeffs.numpy()``: a plain CPU float32/float64 tensor
-    that does not require grad (no autograd graph to build; tensor subclasses keep torch)."""
+    that does not require grad (no autograd graph to build; tensor subclasses and jit tracing,
+    which would record numpy results as constants, keep torch)."""
     return (type(coeffs) is torch.Tensor and coeffs.is_cpu and not coeffs.requires_grad
-            and coeffs.dtype in _NUMPY_DTYPES)
+            and coeffs.dtype in _NUMPY_DTYPES and not torch._C._get_tracing_state())
 
 
 class Chain(torch.nn.Module):

@@ -584,3 +584,10 @@ def test_chain_of_plain_modules_and_builtins():
     with torch.inference_mode():
         assert torch.equal(chain(x), Quantize(8)._torch(x))
     assert P.Chain is __import__("models.plugins", fromlist=["Chain"]).Chain
+
+
+def test_jit_trace_records_the_torch_route():
+    gate, x, y = Threshold(-6.0), gaussian(seed=1), gaussian(seed=2)
+    with torch.no_grad():
+        traced = torch.jit.trace(gate, x, check_trace=False)
+        assert torch.equal(traced(y), gate._torch(y))            # not x's result baked in
