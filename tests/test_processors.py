@@ -586,7 +586,7 @@ def test_chain_of_plain_modules_and_builtins():
     assert P.Chain is __import__("models.plugins", fromlist=["Chain"]).Chain
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_jit_trace_records_the_torch_route():
     gate, x, y = Threshold(-6.0), gaussian(seed=1), gaussian(seed=2)
     with torch.no_grad():
