@@ -2,8 +2,8 @@
 
 A plugin is any ``torch.nn.Module`` subclass; only ``forward`` is required (docs/plugins.md has
 the contract). This module imports and checks plugin references for ``check_spec`` and builds
-them for ``build``, each failure reported as one line that starts with the offending key, in the
-``"key = value: what; allowed: ..."`` form every processor error uses:
+them for ``build``, each failure reported as one line that starts with the offending key
+(``"gain = 'loud': must be a number for mypkg.fx:Gain"``), as every processor error does:
 
     _plugin_class("mypkg.fx:Gain")       the class, or ValueError/TypeError
     check_plugin(type_name, params)      the spec with the keys bound and their types checked
