@@ -155,7 +155,10 @@ class Engine:
                     samplerate: int | None = None, device: str | None = None) -> "Engine":
         """Build from a stream.config.Config; arguments left None come from cfg.audio / cfg.model."""
         model = build_model(cfg)
-        chain = processor_registry.build_chain(cfg.processors)
+        try:
+            chain = processor_registry.build_chain(cfg.processors)
+        except (TypeError, ValueError) as e:      # a plugin's constructor, named in one line
+            raise UserError(f"processors: {e}") from e
         return cls(model, cfg.frame.hop, cfg.frame.window,
                    blocksize=cfg.audio.blocksize if blocksize is None else blocksize,
                    channels=cfg.audio.channels if channels is None else channels,

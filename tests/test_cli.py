@@ -82,3 +82,20 @@ def test_console_script_runs_the_same_cli():
                           timeout=120, cwd=os.path.expanduser("~"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model"]["frame_size"] == 512
+
+
+def test_a_plugin_constructor_that_fails_is_one_line(tmp_path):
+    (tmp_path / "boom_plugin.py").write_text(
+        "import torch\n\n\nclass Boom(torch.nn.Module):\n"
+        "    def __init__(self, level: int = 1):\n"
+        "        super().__init__()\n"
+        "        raise RuntimeError('no device for level %d' % level)\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "info", "--set",
+                        "processors=[{type: 'boom_plugin:Boom', level: 3}]"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert lines[0].startswith("error: processors: type = 'boom_plugin:Boom': Boom(level=3) failed")
+    assert "no device for level 3" in lines[0]
