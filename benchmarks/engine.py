@@ -33,15 +33,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import stream  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from benchmarks.timing import SETTLE_S, machine_line  # noqa: E402
+from tests.helpers import perturb  # noqa: E402
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-
-
-def perturb(model, scale=1e-3, seed=0):
-    """'Trained' parameters: every parameter moved a little off its init."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
 def engine_for(cfg, blocksize, channels, trained):
