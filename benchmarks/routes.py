@@ -1,7 +1,7 @@
 """Routes benchmark: one table that justifies each route the CPU kernel (stream.kernel_numpy)
 keeps, every route next to the one it replaces, measured side by side in one run.
 
-    python benchmarks/routes.py [--repeats 15] [--seconds 10]
+    python benchmarks/routes.py [--repeats 15] [--seconds 10] [--groups abc]
 
 Default config (N = M = 512, H = 256, sqrt-Hann, 48 kHz). Every row runs once per round in a
 shuffled order after a pause (benchmarks/timing.py); the table shows the best round and the
@@ -80,11 +80,11 @@ def plain_encoder(kernel):
     return encode
 
 
-def setups(seconds: float, sr: int):
+def setups(seconds: float, sr: int, wanted: str = "abc"):
     """{group: [(case, kept label, alt label, (kept fn, calls), (alt fn, calls))]}."""
     total = int(seconds * sr)
     groups = {"a": [], "b": [], "c": []}
-    for f in SPLIT_FRAMES:
+    for f in SPLIT_FRAMES if "a" in wanted else ():
         variants = []
         for threshold in (0, 1 << 30):               # always hop-split / never
             e = make_engine(channels=2, trained=True)
@@ -93,6 +93,8 @@ def setups(seconds: float, sr: int):
         kept, alt = (variants[0], variants[1]) if f >= 32 else (variants[1], variants[0])
         kept_name, alt_name = ("hop-split", "framed") if f >= 32 else ("framed", "hop-split")
         groups["a"].append((f"{f} frames/call", kept_name, alt_name, kept, alt))
+    if "b" not in wanted:
+        return setups_c(groups, seconds, total, wanted)
     for b in LIVE_BLOCKS:
         dct = streaming(make_engine(blocksize=b, channels=2), b, 16, seed=b)
         mat = streaming(make_engine(blocksize=b, channels=2, fast_path="off"), b, 16, seed=b)
@@ -104,6 +106,12 @@ def setups(seconds: float, sr: int):
     whole._kernel.DCT_BATCH_FRAMES = 0
     groups["b"].append((f"render {seconds:g} s mono", "dct batches", "dct all at once",
                         rendering(make_engine(), total, seed=1), rendering(whole, total, seed=1)))
+    return setups_c(groups, seconds, total, wanted)
+
+
+def setups_c(groups, seconds, total, wanted):
+    if "c" not in wanted:
+        return {g: rows for g, rows in groups.items() if rows}
     for case, blocksize, channels, run in (
             ("B = 256, 2 ch", 256, 2, lambda e: streaming(e, 256, 16, seed=5)),
             (f"render {seconds:g} s mono", 0, 1, lambda e: rendering(e, total, seed=1))):
@@ -113,16 +121,17 @@ def setups(seconds: float, sr: int):
                             processors=registry.build_chain([QUANTIZE]))
         plain._kernel.exact = plain_encoder(plain._kernel)
         groups["c"].append((f"quantize, {case}", "exact", "plain f32", run(exact), run(plain)))
-    return groups
+    return {g: rows for g, rows in groups.items() if rows}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15, help="rounds (default 15)")
     ap.add_argument("--seconds", type=float, default=10.0, help="render length (default 10)")
+    ap.add_argument("--groups", default="abc", help="which groups to run (default abc)")
     args = ap.parse_args(argv)
-    print(machine_line("routes"))
-    groups = setups(args.seconds, 48000)
+    print(machine_line("routes") + f"; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '-')}")
+    groups = setups(args.seconds, 48000, args.groups)
     fns, calls = {}, {}
     for g, rows in groups.items():
         for i, (case, kept_name, alt_name, kept, alt) in enumerate(rows):

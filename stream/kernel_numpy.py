@@ -6,7 +6,10 @@ Routes a call's frames take (each one earns its place by a number in benchmarks/
   blocks) frame the input with one copy and run two BLAS products; larger batches (files) run
   the hop-split products (stream.transforms.HopProducts), which read the input queue in place
   and overlap-add inside the decoder's product;
-- no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II, windowed overlap-add;
+- no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II in place, windowed
+  overlap-add, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in cache from window to
+  overlap-add), and for calls of two batches or more one contiguous range of frames per CPU in
+  worker threads (whole signals);
 - processors: the coefficients the processors see come from the exact encoder
   (stream.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each row
   computed alone: the same bits for any batch), so they depend on the signal and the
