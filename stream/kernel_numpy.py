@@ -192,9 +192,11 @@ class NumpyKernel:
         bounds = [count * k // workers for k in range(workers + 1)]
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(self.dct_workers, thread_name_prefix="dct")
+            self._pool = ThreadPoolExecutor(self.dct_workers - 1, thread_name_prefix="dct")
+        # the first range runs here: this thread is already awake
         jobs = [self._pool.submit(self._dct_range, view, hops, bounds[k], bounds[k + 1], step,
-                                  self._dct_scratch(k), k > 0, 1) for k in range(workers)]
+                                  self._dct_scratch(k), True, 1) for k in range(1, workers)]
+        self._dct_range(view, hops, bounds[0], bounds[1], step, self._dct_scratch(0), False, 1)
         for job in jobs:
             job.result()
         for k in range(1, workers):
