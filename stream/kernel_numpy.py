@@ -51,10 +51,12 @@ class NumpyKernel:
     """
 
     name = "numpy"
-    # measured (benchmarks/README.md, "routes"): at 32 frames and more the hop-split products
-    # beat framing + two products; below, their 2R BLAS calls per channel cost more
+    # benchmarks/routes.py (a): below 32 frames the hop-split products' 2R BLAS calls per
+    # channel cost 1.1-2.5x framing + two products; from 32 frames on they measured even with
+    # framing on the shared 2-core machine (0.7-1.4x), see benchmarks/README.md "routes"
     HOP_SPLIT_FRAMES = 32
-    # DCT path without processors: frames per batch (all channels), 0 = all at once
+    # DCT path without processors: frames per batch (all channels), 0 = all at once; batches
+    # saved 10-15 % of a 10 s render (benchmarks/routes.py (b))
     DCT_BATCH_FRAMES = 256
 
     def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
