@@ -11,10 +11,12 @@ Per call (default config: N = M = 512, H = 256, sqrt-Hann, 48 kHz, 2 channels):
 
 - ``median`` / ``p99``: seconds per ``engine.process(block, out=out)`` over every call of every
   round; ``p99 % budget``: p99 as a share of the block's real-time budget B / samplerate.
-- ``raw``: the two matrix products (numpy/BLAS, the CPU engine's own; windows folded in) of
-  exactly the frames each call processes (C channels x the frames that became ready in that
-  call), replayed call by call; ``engine/raw`` is the ratio of the means per call: what the
-  engine costs on top of its matrix products (framing, overlap-add, queues, checks).
+- ``raw``: the transform alone on exactly the frames each call processes (C channels x the
+  frames that became ready in that call), replayed call by call into preallocated buffers:
+  on the matrix path the two matrix products (numpy/BLAS, the CPU engine's own; windows folded
+  in), on the DCT path pocketfft's DCT-III then DCT-II (stream.transforms.ScipyDCT, the
+  engine's own); ``engine/raw`` is the ratio of the means per call: what the engine costs on
+  top of its transform (windows, framing, overlap-add, queues, checks).
 - Two parameter states: ``trained`` (parameters perturbed: the matrix-product path) and
   ``dct init`` (the FFT fast path, chosen automatically).
 """
@@ -32,16 +34,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import stream  # noqa: E402
 from stream.engine import Engine  # noqa: E402
+from stream.transforms import ScipyDCT  # noqa: E402
 from benchmarks.timing import SETTLE_S, machine_line  # noqa: E402
+from tests.helpers import perturb  # noqa: E402
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-
-
-def perturb(model, scale=1e-3, seed=0):
-    """'Trained' parameters: every parameter moved a little off its init."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
 def engine_for(cfg, blocksize, channels, trained):
@@ -77,14 +73,28 @@ def per_call(cfg, channels, repeats, out):
             engine.reset()
             frames = {c: (0.1 * rng.standard_normal((c * channels, engine.frame_size))).astype(
                 np.float32) for c in set(counts)}
-            setups[b] = (engine, k, signal, calls, counts, frames, np.empty((b, channels), np.float32))
+            if engine.transform == "dct":
+                dct = ScipyDCT()
+                bufs = {c: np.empty_like(f) for c, f in frames.items()}
+
+                def raw(c, frames=frames, bufs=bufs, dct=dct):
+                    dct.dct2(dct.dct3(frames[c], bufs[c]), bufs[c])
+            else:
+                enc_t, dec = k.enc_t, k.dec
+                bufs = {c: (np.empty((c * channels, enc_t.shape[1]), np.float32),
+                            np.empty((c * channels, dec.shape[1]), np.float32)) for c in frames}
+
+                def raw(c, frames=frames, bufs=bufs, enc_t=enc_t, dec=dec):
+                    coeffs, decoded = bufs[c]
+                    np.matmul(np.matmul(frames[c], enc_t, out=coeffs), dec, out=decoded)
+            setups[b] = (engine, raw, signal, calls, counts, np.empty((b, channels), np.float32))
         times = {b: ([], []) for b in BLOCKSIZES}
         order = list(BLOCKSIZES)
         for r in range(repeats):
             order = order[1:] + order[:1]
             for b in order:
                 time.sleep(SETTLE_S)
-                engine, k, signal, calls, counts, frames, buf = setups[b]
+                engine, raw, signal, calls, counts, buf = setups[b]
                 eng_t, raw_t = times[b]
                 engine.reset()
                 for i in range(calls):
@@ -96,7 +106,7 @@ def per_call(cfg, channels, repeats, out):
                 for c in counts:
                     t = time.perf_counter()
                     if c:
-                        (frames[c] @ k.enc_t) @ k.dec
+                        raw(c)
                     raw_t.append(time.perf_counter() - t)
         for b in BLOCKSIZES:
             eng_t, raw_t = times[b]

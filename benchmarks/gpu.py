@@ -7,17 +7,18 @@ Without a CUDA device it says so, runs the CPU reference parts as a readiness ch
 numpy kernel, and the torch kernel, i.e. the CUDA code path, run on the CPU against it) and
 exits 0. With one:
 
-1. Correctness: CUDA engine output (matrix products and the torch.fft DCT fast path, with and
-   without processors, at the DCT init and with trained parameters) against the CPU engine,
-   within float32 tolerance; bypass; exactly one synchronisation per ``process`` call (counted
-   with ``torch.cuda.set_sync_debug_mode("warn")``).
+1. Correctness: CUDA engine output (the torch kernel's matrix products, with and without
+   processors, at the DCT init and with trained parameters) against the CPU engine (which runs
+   pocketfft's DCT at the DCT init), within float32 tolerance; bypass; exactly one
+   synchronisation per ``process`` call (counted with ``torch.cuda.set_sync_debug_mode("warn")``).
 2. Render throughput: ``engine.render`` of ``--seconds`` of stereo at 48 kHz on the GPU as a
-   real-time factor, next to the raw GPU matrix products of the same frames, for both
-   transforms (``matmul`` = cuBLAS, ``dct-torch`` = torch.fft), and the CPU engine.
+   real-time factor, next to the raw GPU matrix products of the same frames, and the CPU engine
+   (DCT at the init, matrix products when trained).
 3. Live latency: ``engine.process`` per call at blocksizes 64 and 256 (2 channels): median, p99,
-   max, and p99 as a share of the block's real-time budget, both transforms.
-4. Which transform measured faster on this GPU (the engine's "auto" uses matrix products on CUDA
-   until this says otherwise).
+   max, and p99 as a share of the block's real-time budget, GPU and CPU.
+
+The torch kernel has one transform (cuBLAS matrix products): the engine chooses the DCT on CPU
+only (``fast_path="auto"``), so there is no GPU DCT to compare.
 
 Exit status: 0 when every check passed (or no GPU), 1 when a correctness check failed.
 """
@@ -39,6 +40,7 @@ import stream  # noqa: E402
 from models import LearnedCosine  # noqa: E402
 from models import processors as procs  # noqa: E402
 from stream.engine import Engine  # noqa: E402
+from tests.helpers import perturb  # noqa: E402
 
 FAILED = []
 
@@ -47,13 +49,6 @@ def check(name: str, ok: bool, detail: str = "") -> None:
     print(f"  [{'ok' if ok else 'FAIL'}] {name}{': ' + detail if detail else ''}")
     if not ok:
         FAILED.append(name)
-
-
-def perturb(model, scale=1e-3, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_((scale * torch.randn(p.shape, generator=gen, dtype=torch.float64)).to(p))
 
 
 def engine(cfg, *, device="cpu", blocksize=0, channels=2, trained=False, fast_path="auto",
@@ -100,7 +95,7 @@ def correctness(cfg, device, x):
         for label, chain in chains.items():
             ref = engine(cfg, trained=trained, processors=chain)
             want = ref.render(x)
-            for fast_path in ("off", "torch"):
+            for fast_path in ("auto",):
                 e = engine(cfg, device=device, trained=trained, fast_path=fast_path,
                            backend=backend, processors=chain)
                 got = e.render(x)
@@ -153,7 +148,7 @@ def throughput(cfg, device, seconds, repeats):
     rows = []
     variants = [("cpu", "auto", False), ("cpu", "auto", True)]
     if torch.device(device).type == "cuda":
-        variants += [(device, "off", False), (device, "torch", False), (device, "off", True)]
+        variants += [(device, "auto", False), (device, "auto", True)]
     for dev, fast_path, trained in variants:
         e = engine(cfg, device=dev, trained=trained, fast_path=fast_path)
         e.render(x)
@@ -183,13 +178,11 @@ def latency(cfg, device, calls):
     rows = []
     for b in (64, 256):
         x = (0.1 * np.random.default_rng(2).standard_normal((b * 64, 2))).astype(np.float32)
-        for fast_path, trained in (("off", False), ("torch", False), ("off", True),
-                                   ("auto", False)):
-            dev = device if fast_path != "auto" else "cpu"
-            if torch.device(device).type != "cuda" and fast_path == "torch":
-                continue
-            e = engine(cfg, device=dev, blocksize=b, trained=trained, fast_path=fast_path,
-                       backend="torch" if dev != "cpu" else "auto")
+        # the torch kernel on ``device`` (on a machine without CUDA: the CUDA code path on the
+        # CPU), then the CPU engine (numpy kernel: DCT at the init, matrix products trained)
+        for dev, trained, backend in ((device, False, "torch"), (device, True, "torch"),
+                                      ("cpu", False, "auto"), ("cpu", True, "auto")):
+            e = engine(cfg, device=dev, blocksize=b, trained=trained, backend=backend)
             out = np.empty((b, 2), np.float32)
             for i in range(64):
                 e.process(x[i * b:(i + 1) * b], out)
@@ -240,22 +233,8 @@ def main(argv=None) -> int:
     rows = throughput(cfg, device, args.seconds, args.repeats)
     lat_rows = latency(cfg, device, args.calls)
     if cuda:
-        by = {(r[0], r[1], r[2]): r[3] for r in rows}
-        mm = by.get((device, "torch/matmul", "dct init"))
-        fft = by.get((device, "torch/dct-torch", "dct init"))
-        if mm and fft:
-            better = "dct-torch" if fft < mm else "matmul"
-            print(f"\nrender at the DCT init on {device}: matmul {1e3 * mm:.2f} ms, dct-torch "
-                  f"{1e3 * fft:.2f} ms -> faster: {better}")
-        for b in (64, 256):
-            live = {r[2].split("/")[1]: r[4] for r in lat_rows if r[0] == b and r[1] == device
-                    and r[3] == "dct init"}
-            if "matmul" in live and "dct-torch" in live:
-                print(f"live B = {b} on {device}: matmul {1e6 * live['matmul']:.1f} us, dct-torch "
-                      f"{1e6 * live['dct-torch']:.1f} us median -> faster: "
-                      f"{min(live, key=live.get)}")
-        print("(the engine's fast_path='auto' uses matmul on CUDA; switch it in "
-              "Engine._choose_fast_path if dct-torch wins both)")
+        print(f"\n(the torch kernel runs matrix products only: fast_path='auto' picks the DCT on "
+              f"CPU, never on {device})")
     else:
         print("\nno CUDA device: GPU timings not measured.")
     print(f"\n{'FAILED: ' + ', '.join(FAILED) if FAILED else 'all checks passed'}")

@@ -55,13 +55,7 @@ from models import save_checkpoint  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.windows import window_pair  # noqa: E402
 from benchmarks.timing import interleaved, machine_line  # noqa: E402
-
-
-def perturb(model, scale=1e-3, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+from tests.helpers import perturb  # noqa: E402
 
 
 def make_engine(cfg, trained: bool) -> Engine:

@@ -6,7 +6,10 @@ Routes a call's frames take (each one earns its place by a number in benchmarks/
   blocks) frame the input with one copy and run two BLAS products; larger batches (files) run
   the hop-split products (stream.transforms.HopProducts), which read the input queue in place
   and overlap-add inside the decoder's product;
-- no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II, windowed overlap-add;
+- no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II in place, windowed
+  overlap-add, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in cache from window to
+  overlap-add), and for calls of two batches or more one contiguous range of frames per CPU in
+  worker threads (whole signals);
 - processors: the coefficients the processors see come from the exact encoder
   (stream.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each row
   computed alone: the same bits for any batch), so they depend on the signal and the
@@ -21,7 +24,7 @@ import torch
 
 from stream.exact import ExactEncoder
 from stream.queues import Queue, initial_capacity
-from stream.transforms import HopProducts, ScipyDCT
+from stream.transforms import HopProducts, ScipyDCT, cpu_workers
 
 _TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
@@ -48,9 +51,13 @@ class NumpyKernel:
     """
 
     name = "numpy"
-    # measured (benchmarks/README.md, "routes"): at 32 frames and more the hop-split products
-    # beat framing + two products; below, their 2R BLAS calls per channel cost more
+    # benchmarks/routes.py (a): below 32 frames the hop-split products' 2R BLAS calls per
+    # channel cost 1.1-2.5x framing + two products; from 32 frames on they measured even with
+    # framing on the shared 2-core machine (0.7-1.4x), see benchmarks/README.md "routes"
     HOP_SPLIT_FRAMES = 32
+    # DCT path without processors: frames per batch (all channels), 0 = all at once; batches
+    # saved 10-15 % of a 10 s render (benchmarks/routes.py (b))
+    DCT_BATCH_FRAMES = 256
 
     def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
                  blocksize: int, processors):
@@ -64,6 +71,9 @@ class NumpyKernel:
         self._alloc(max(1, -(-max(blocksize, 1) // hop)) + 1)
         self.kind = "matmul"
         self.dct = None
+        self.dct_workers = cpu_workers()
+        self._pool = None
+        self._scratch = []
 
     def _alloc(self, count: int) -> None:
         self._frames_cap = count
@@ -128,6 +138,11 @@ class NumpyKernel:
         it = q.buf.itemsize
         view = np.ndarray((count, c, n), self.np_dtype, buffer=q.buf, offset=q.start * it,
                           strides=(hop * it, q.buf.shape[1] * it, it))
+        hops = o.buf[:, o.end:o.end + span].reshape(c, count + self.r - 1, hop)
+        if self.kind == "dct" and not self.processors and self.DCT_BATCH_FRAMES:
+            self._dct_batches(view, hops)
+            o.end += count * hop
+            return
         decoded = self.dbuf[:count]
         if self.kind == "dct":
             self._dct_frames(view, decoded)
@@ -135,7 +150,6 @@ class NumpyKernel:
         else:
             self._matrix_frames(view, decoded)
             window = None              # folded into the decoder
-        hops = o.buf[:, o.end:o.end + span].reshape(c, count + self.r - 1, hop)
         overlap_add(decoded.reshape(count, c, self.r, hop), hops, window)
         o.end += count * hop
 
@@ -163,6 +177,62 @@ class NumpyKernel:
                 np.copyto(coeffs, result)
         frames[..., self.m:] = 0
         self.dct.dct2(frames, decoded)
+
+    def _dct_batches(self, view: np.ndarray, hops: np.ndarray) -> None:
+        """The DCT path without processors for many frames: window, DCT-III, DCT-II in place
+        and the windowed overlap-add, ``DCT_BATCH_FRAMES`` frames at a time while they are in
+        cache, each worker thread (pocketfft and numpy release the GIL) on its own contiguous
+        range of frames. A range's first R - 1 hop rows are shared with the range before it:
+        the later range overlap-adds its first batch into a scratch buffer, added after the
+        join."""
+        count, c, r = view.shape[0], self.c, self.r
+        step = max(r, self.DCT_BATCH_FRAMES // c)
+        workers = min(self.dct_workers, count // step)
+        if workers <= 1:           # pocketfft chooses its threads by the rows of each batch
+            self._dct_range(view, hops, 0, count, step, self._dct_scratch(0), False, None)
+            return
+        bounds = [count * k // workers for k in range(workers + 1)]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.dct_workers - 1, thread_name_prefix="dct")
+        # the first range runs here: this thread is already awake
+        jobs = [self._pool.submit(self._dct_range, view, hops, bounds[k], bounds[k + 1], step,
+                                  self._dct_scratch(k), True, 1) for k in range(1, workers)]
+        self._dct_range(view, hops, bounds[0], bounds[1], step, self._dct_scratch(0), False, 1)
+        for job in jobs:
+            job.result()
+        for k in range(1, workers):
+            s = bounds[k]
+            np.add(hops[:, s:s + r - 1], self._scratch[k][1][:, :r - 1],
+                   out=hops[:, s:s + r - 1])
+
+    def _dct_scratch(self, k: int):
+        """Worker ``k``'s (frames, overlap-add rows) buffers for one batch."""
+        step = max(self.r, self.DCT_BATCH_FRAMES // self.c)
+        while len(self._scratch) <= k:
+            self._scratch.append((np.empty((step, self.c, self.n), self.np_dtype),
+                                  np.empty((self.c, step + self.r - 1, self.hop), self.np_dtype)))
+        return self._scratch[k]
+
+    def _dct_range(self, view, hops, start, stop, step, scratch, shared_head, threads) -> None:
+        frames_buf, head = scratch
+        c, r, hop = self.c, self.r, self.hop
+        for s in range(start, stop, step):
+            e = min(stop, s + step)
+            frames = frames_buf[:e - s]
+            np.multiply(view[s:e], self.wa, out=frames)
+            self.dct.dct3(frames, frames, threads=threads)
+            if self.m < self.n:
+                frames[..., self.m:] = 0
+            self.dct.dct2(frames, frames, threads=threads)
+            parts = frames.reshape(e - s, c, r, hop)
+            if shared_head and s == start:
+                rows = head[:, :e - s + r - 1]
+                rows[:, :r - 1] = 0
+                overlap_add(parts, rows, self.ws_parts)
+                hops[:, s + r - 1:e + r - 1] = rows[:, r - 1:]
+            else:
+                overlap_add(parts, hops[:, s:e + r - 1], self.ws_parts)
 
     def _processors(self, coeffs: np.ndarray) -> torch.Tensor:
         """The processor chain on a (F, C, M) tensor sharing ``coeffs``' memory."""

@@ -242,16 +242,20 @@ class ScipyDCT:
         rows = x.size // max(1, x.shape[-1])
         return self.workers if rows >= self.parallel_rows else 1
 
-    def dct3(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Orthonormal DCT-III of ``x`` into ``out`` (same shape; may be ``x`` itself)."""
+    def dct3(self, x: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Orthonormal DCT-III of ``x`` into ``out`` (same shape; may be ``x`` itself); ``threads``
+        overrides the thread count (a caller that runs its own threads passes 1)."""
+        threads = self._threads(x) if threads is None else threads
         if self._raw is not None:
-            return self._raw.dct(x, 3, (x.ndim - 1,), 1, out, self._threads(x))
-        out[...] = self._sfft.dct(x, type=3, norm="ortho", axis=-1, workers=self._threads(x))
+            return self._raw.dct(x, 3, (x.ndim - 1,), 1, out, threads)
+        out[...] = self._sfft.dct(x, type=3, norm="ortho", axis=-1, workers=threads)
         return out
 
-    def dct2(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Orthonormal DCT-II of ``x`` into ``out`` (same shape; may be ``x`` itself)."""
+    def dct2(self, x: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Orthonormal DCT-II of ``x`` into ``out`` (same shape; may be ``x`` itself); ``threads``
+        overrides the thread count (a caller that runs its own threads passes 1)."""
+        threads = self._threads(x) if threads is None else threads
         if self._raw is not None:
-            return self._raw.dct(x, 2, (x.ndim - 1,), 1, out, self._threads(x))
-        out[...] = self._sfft.dct(x, type=2, norm="ortho", axis=-1, workers=self._threads(x))
+            return self._raw.dct(x, 2, (x.ndim - 1,), 1, out, threads)
+        out[...] = self._sfft.dct(x, type=2, norm="ortho", axis=-1, workers=threads)
         return out
