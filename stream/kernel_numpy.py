@@ -13,7 +13,8 @@ Routes a call's frames take (each one earns its place by a number in benchmarks/
 - processors: the coefficients the processors see come from the exact encoder
   (stream.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each row
   computed alone: the same bits for any batch), so they depend on the signal and the
-  parameters only; then the processors, the decoder's product (or DCT-II) and the overlap-add.
+  parameters only; then the processors, the decoder's product in float64 (or DCT-II, each
+  frame alone again) and the overlap-add.
 
 torch is touched only to hand the coefficients to the processors (``torch.from_numpy``: no copy).
 """
@@ -81,6 +82,9 @@ class NumpyKernel:
         self.fbuf = np.zeros(shape, self.np_dtype)      # windowed frames (DCT: and coefficients)
         self.cbuf = np.zeros((count, self.c, self.m), self.np_dtype)
         self.dbuf = np.zeros(shape, self.np_dtype)      # decoded frames
+        # the processors' coefficients and their decoded frames in float64 (matrix path)
+        self.cbuf64 = np.zeros((count * self.c, self.m))
+        self.dbuf64 = np.zeros((count * self.c, self.n))
 
     def set_transform(self, kind: str, enc_t: np.ndarray, dec: np.ndarray, wa: np.ndarray,
                       ws: np.ndarray) -> None:
@@ -96,6 +100,7 @@ class NumpyKernel:
         self.hop_products = HopProducts(self.enc_t, self.dec, self.hop) if kind == "matmul" \
             else None
         self.exact = ExactEncoder(self.enc_t, self.np_dtype) if kind == "matmul" else None
+        self.dec64 = np.ascontiguousarray(self.dec, np.float64) if kind == "matmul" else None
 
     def reset(self, frame_prefill: int, out_prefill: int, dry_prefill: int) -> None:
         self.inq.reset(frame_prefill, dry_prefill)
@@ -158,12 +163,18 @@ class NumpyKernel:
         coeffs = self.cbuf[:count]
         c2, d2 = coeffs.reshape(rows, self.m), decoded.reshape(rows, self.n)
         if self.processors:
+            # exact coefficients in, and a float64 decoder: one rounding to the model's dtype
+            # per decoded sample, so outputs agree to its last bit or so however the signal was
+            # cut (a float32 product's rounding depends on the rows per call)
             self.exact(view, coeffs)
-            c2 = self._processors(coeffs).numpy().reshape(rows, self.m)
-        else:
-            frames = self.fbuf[:count]
-            np.copyto(frames, view)
-            np.matmul(frames.reshape(rows, self.n), self.enc_t, out=c2)
+            c64, d64 = self.cbuf64[:rows], self.dbuf64[:rows]
+            np.copyto(c64, self._processors(coeffs).numpy().reshape(rows, self.m))
+            np.matmul(c64, self.dec64, out=d64)
+            np.copyto(d2, d64, casting="same_kind")
+            return
+        frames = self.fbuf[:count]
+        np.copyto(frames, view)
+        np.matmul(frames.reshape(rows, self.n), self.enc_t, out=c2)
         np.matmul(c2, self.dec, out=d2)
 
     def _dct_frames(self, view: np.ndarray, decoded: np.ndarray) -> None:

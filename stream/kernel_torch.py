@@ -57,6 +57,7 @@ class TorchKernel:
         self.enc_t = torch.from_numpy(enc_t).to(self.device)
         self.dec = torch.from_numpy(np.ascontiguousarray(dec, np_dtype)).to(self.device)
         self.exact = TorchExactEncoder(enc_t, self.dtype, self.device)
+        self.dec64 = self.dec.to(torch.float64)
 
     def reset(self, frame_prefill: int, out_prefill: int, dry_prefill: int) -> None:
         with torch.inference_mode():
@@ -109,9 +110,10 @@ class TorchKernel:
         if self.processors:
             coeffs = self.exact(view)
             coeffs = check_processed(self.processors(coeffs), coeffs)
+            # float64 decoder, as on the CPU kernel: one rounding per decoded sample
+            decoded = torch.matmul(coeffs.to(torch.float64), self.dec64).to(self.dtype)
         else:
-            coeffs = torch.matmul(view, self.enc_t)
-        decoded = torch.matmul(coeffs, self.dec)
+            decoded = torch.matmul(torch.matmul(view, self.enc_t), self.dec)
         o = self.outq
         o.reserve(count * hop)
         hops = o.buf[:, o.end:o.end + (count + r - 1) * hop].view(c, count + r - 1, hop)
