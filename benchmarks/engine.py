@@ -14,7 +14,7 @@ Per call (default config: N = M = 512, H = 256, sqrt-Hann, 48 kHz, 2 channels):
 - ``raw``: the transform alone on exactly the frames each call processes (C channels x the
   frames that became ready in that call), replayed call by call into preallocated buffers:
   on the matrix path the two matrix products (numpy/BLAS, the CPU engine's own; windows folded
-  in), on the DCT path pocketfft's DCT-III then DCT-II (stream.transforms.ScipyDCT, the
+  in), on the DCT path pocketfft's DCT-III then DCT-II (stream.dct.ScipyDCT, the
   engine's own); ``engine/raw`` is the ratio of the means per call: what the engine costs on
   top of its transform (windows, framing, overlap-add, queues, checks).
 - Two parameter states: ``trained`` (parameters perturbed: the matrix-product path) and
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import stream  # noqa: E402
 from stream.engine import Engine  # noqa: E402
-from stream.transforms import ScipyDCT  # noqa: E402
+from stream.dct import ScipyDCT  # noqa: E402
 from benchmarks.timing import SETTLE_S, machine_line  # noqa: E402
 from tests.helpers import perturb  # noqa: E402
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)

@@ -1,18 +1,14 @@
 """Routes benchmark: one table that justifies each route the CPU kernel (stream.kernel_numpy)
 keeps, every route next to the one it replaces, measured side by side in one run.
 
-    python benchmarks/routes.py [--repeats 15] [--seconds 10] [--groups abc]
+    python benchmarks/routes.py [--repeats 15] [--seconds 10] [--groups bc]
 
 Default config (N = M = 512, H = 256, sqrt-Hann, 48 kHz). Every row runs once per round in a
 shuffled order after a pause (benchmarks/timing.py); the table shows the best round and the
 median per call, and ``alt / kept`` = the alternative's time over the kept route's (> 1: the
-route earns its place). Groups:
+route earns its place). (A hop-split matrix route that read the input queue in place measured no
+saving over framing and was removed; see benchmarks/README.md "routes".) Groups:
 
-(a) no processors, matrix products (trained parameters), 2 channels: calls of F = 8 .. 2048
-    frames (blocks of F * H samples in steady state) through the hop-split products
-    (stream.transforms.HopProducts: no framing copy, overlap-add inside the decoder's gemm) and
-    through framing + two products, by setting ``NumpyKernel.HOP_SPLIT_FRAMES`` to 0 or beyond
-    F. The kernel switches at HOP_SPLIT_FRAMES = 32.
 (b) DCT init, no processors: the DCT path (pocketfft; ``fast_path="auto"``) against the matrix
     path (``fast_path="off"``) for live blocks (B = 64 and 256, 2 channels, 16 calls a round,
     time per call) and a whole signal (``engine.render`` of ``--seconds`` of mono); then, on the
@@ -38,7 +34,6 @@ from benchmarks.timing import interleaved, machine_line  # noqa: E402
 from models import processors as registry  # noqa: E402
 from tests.helpers import make_engine  # noqa: E402
 
-SPLIT_FRAMES = (8, 16, 32, 64, 256, 2048)
 LIVE_BLOCKS = (64, 256)
 QUANTIZE = {"type": "quantize", "bits": 6}
 
@@ -80,19 +75,10 @@ def plain_encoder(kernel):
     return encode
 
 
-def setups(seconds: float, sr: int, wanted: str = "abc"):
+def setups(seconds: float, sr: int, wanted: str = "bc"):
     """{group: [(case, kept label, alt label, (kept fn, calls), (alt fn, calls))]}."""
     total = int(seconds * sr)
-    groups = {"a": [], "b": [], "c": []}
-    for f in SPLIT_FRAMES if "a" in wanted else ():
-        variants = []
-        for threshold in (0, 1 << 30):               # always hop-split / never
-            e = make_engine(channels=2, trained=True)
-            e._kernel.HOP_SPLIT_FRAMES = threshold
-            variants.append(streaming(e, f * e.hop, max(1, 64 // f), seed=f))
-        kept, alt = (variants[0], variants[1]) if f >= 32 else (variants[1], variants[0])
-        kept_name, alt_name = ("hop-split", "framed") if f >= 32 else ("framed", "hop-split")
-        groups["a"].append((f"{f} frames/call", kept_name, alt_name, kept, alt))
+    groups = {"b": [], "c": []}
     if "b" not in wanted:
         return setups_c(groups, seconds, total, wanted)
     for b in LIVE_BLOCKS:
@@ -128,7 +114,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15, help="rounds (default 15)")
     ap.add_argument("--seconds", type=float, default=10.0, help="render length (default 10)")
-    ap.add_argument("--groups", default="abc", help="which groups to run (default abc)")
+    ap.add_argument("--groups", default="bc", help="which groups to run (default bc)")
     args = ap.parse_args(argv)
     print(machine_line("routes") + f"; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '-')}")
     groups = setups(args.seconds, 48000, args.groups)
@@ -140,9 +126,7 @@ def main(argv=None) -> int:
                 calls[(g, i, tag)] = n
     times = interleaved(fns, args.repeats)
     per = {k: [t / calls[k] for t in v] for k, v in times.items()}
-    titles = {"a": "(a) no processors, matrix path: hop-split vs framed products "
-                   "(HOP_SPLIT_FRAMES = 32)",
-              "b": "(b) DCT init, no processors: DCT path vs matrix path; DCT batches",
+    titles = {"b": "(b) DCT init, no processors: DCT path vs matrix path; DCT batches",
               "c": "(c) processors (quantize 6 bits), matrix path: exact encoder vs plain "
                    "float32 product"}
     print(f"\n## routes: N = M = 512, H = 256, 48 kHz; {args.repeats} interleaved rounds; "

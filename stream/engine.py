@@ -36,7 +36,7 @@ from stream import latency as lat
 from stream.errors import UserError
 from stream.kernel_numpy import NumpyKernel
 from stream.kernel_torch import TorchKernel
-from stream.transforms import matrices_match
+from stream.dct import matrices_match
 from stream.windows import window_pair
 
 FAST_PATHS = ("auto", "off")

@@ -2,10 +2,9 @@
 
 Routes a call's frames take (each one earns its place by a number in benchmarks/README.md):
 
-- no processors, matrix products: calls of fewer than ``HOP_SPLIT_FRAMES`` frames (live
-  blocks) frame the input with one copy and run two BLAS products; larger batches (files) run
-  the hop-split products (stream.transforms.HopProducts), which read the input queue in place
-  and overlap-add inside the decoder's product;
+- no processors, matrix products: the frames are copied out of the input queue and run through
+  two float32 BLAS products (a hop-split variant that read the queue in place and overlap-added
+  inside the decoder's gemm measured no saving and was removed: benchmarks/README.md "routes");
 - no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II in place, windowed
   overlap-add, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in cache from window to
   overlap-add), and for calls of two batches or more one contiguous range of frames per CPU in
@@ -25,7 +24,7 @@ import torch
 
 from stream.exact import ExactEncoder
 from stream.queues import Queue, initial_capacity
-from stream.transforms import HopProducts, ScipyDCT, cpu_workers
+from stream.dct import ScipyDCT, cpu_workers
 
 _TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
@@ -52,10 +51,6 @@ class NumpyKernel:
     """
 
     name = "numpy"
-    # benchmarks/routes.py (a): below 32 frames the hop-split products' 2R BLAS calls per
-    # channel cost 1.1-2.5x framing + two products; from 32 frames on they measured even with
-    # framing on the shared 2-core machine (0.7-1.4x), see benchmarks/README.md "routes"
-    HOP_SPLIT_FRAMES = 32
     # DCT path without processors: frames per batch (all channels), 0 = all at once; batches
     # saved 10-15 % of a 10 s render (benchmarks/routes.py (b))
     DCT_BATCH_FRAMES = 256
@@ -97,8 +92,6 @@ class NumpyKernel:
         self.ws_parts = ws.astype(self.np_dtype).reshape(self.r, self.hop)
         if kind == "dct" and self.dct is None:
             self.dct = ScipyDCT()
-        self.hop_products = HopProducts(self.enc_t, self.dec, self.hop) if kind == "matmul" \
-            else None
         self.exact = ExactEncoder(self.enc_t, self.np_dtype) if kind == "matmul" else None
         self.dec64 = np.ascontiguousarray(self.dec, np.float64) if kind == "matmul" else None
 
@@ -129,15 +122,6 @@ class NumpyKernel:
         q, o = self.inq, self.outq
         o.reserve(count * hop)
         span = (count + self.r - 1) * hop
-        if self.kind == "matmul" and not self.processors and count >= self.HOP_SPLIT_FRAMES:
-            for ch in range(c):
-                hops_in = q.buf[ch, q.start:q.start + span].reshape(-1, hop)
-                hops_out = o.buf[ch, o.end:o.end + span].reshape(-1, hop)
-                coeffs = self.cbuf.reshape(-1, self.m)[:count]
-                self.hop_products.encode(hops_in, coeffs)
-                self.hop_products.decode_add(coeffs, hops_out)
-            o.end += count * hop
-            return
         # every ready frame as a (count, C, N) view of the input queue: frame f of channel ch
         # starts at q.start + f * hop
         it = q.buf.itemsize

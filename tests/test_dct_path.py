@@ -1,4 +1,4 @@
-"""The engine's DCT path (pocketfft, stream.transforms.ScipyDCT): chosen exactly when the model
+"""The engine's DCT path (pocketfft, stream.dct.ScipyDCT): chosen exactly when the model
 is the DCT pair, equal to the matrix-product path within float32 precision (processors
 included), switched off by any parameter change, and a clean fallback everywhere else. Also:
 the torch kernel (the CUDA code path, run here on CPU) equals the numpy kernel, and rendering
@@ -17,7 +17,7 @@ import scipy.fft as scipy_fft
 
 import stream.engine
 from helpers import Recorder, noise, perturb
-from stream import transforms
+from stream import dct
 from stream.engine import Engine
 
 
@@ -41,7 +41,7 @@ def blocks(engine, x, size):
 
 
 def test_scipy_dct_into_buffers_matches_public_api():
-    impl = transforms.ScipyDCT()
+    impl = dct.ScipyDCT()
     x = np.random.default_rng(1).standard_normal((70, 2, 512)).astype(np.float32)
     for rows in (x[:1], x):                  # one thread and several
         out = np.empty_like(rows)
@@ -55,9 +55,9 @@ def test_scipy_dct_into_buffers_matches_public_api():
 def test_dct_matrices_are_the_models_matrices(n, m, init):
     model = LearnedCosine(n, m, init=init)
     with torch.no_grad():
-        assert transforms.matrices_match(model.encoder.matrix().double().numpy(),
+        assert dct.matrices_match(model.encoder.matrix().double().numpy(),
                                          model.decoder.matrix().double().numpy(), np.float32)
-    w1, w2 = transforms.dct_matrices(n, m)
+    w1, w2 = dct.dct_matrices(n, m)
     x = np.random.default_rng(2).standard_normal(n)
     np.testing.assert_allclose(w1 @ x, scipy_fft.dct(x, 3, norm="ortho")[:m], atol=1e-12)
     X = np.random.default_rng(3).standard_normal(m)
