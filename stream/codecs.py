@@ -62,7 +62,7 @@ def encode(signal: np.ndarray, samplerate: int, codec: str, level: float,
 
 def at_bitrates(signal: np.ndarray, samplerate: int, codec: str, targets):
     """Yield ``(decoded, kbps, level, note)`` near each target bitrate (kbit/s), one per
-    distinct compression level; when the codec cannot encode the signal at all, yield one
+    distinct compression level and bitrate; when the codec cannot encode the signal at all, yield one
     ``(None, None, None, note)``."""
     with tempfile.TemporaryDirectory(prefix="cosine-codec-") as folder:
         grid = []
@@ -78,7 +78,7 @@ def at_bitrates(signal: np.ndarray, samplerate: int, codec: str, targets):
             return
         levels = np.array([g[0] for g in grid])
         rates = np.array([g[1][1] for g in grid])
-        done = set()
+        done, made = set(), []
         for target in sorted({float(t) for t in targets if t and t > 0}):
             note = None
             if target >= rates.max():
@@ -101,4 +101,7 @@ def at_bitrates(signal: np.ndarray, samplerate: int, codec: str, targets):
                 except (sf.SoundFileError, RuntimeError, ValueError) as e:
                     yield None, None, level, f"{codec} at level {level}: {e}"
                     continue
+            if any(abs(measured[1] - kbps) <= 0.005 * kbps for kbps in made):
+                continue        # a constant-bitrate step: the same file as a row already made
+            made.append(measured[1])
             yield measured[0], measured[1], level, note

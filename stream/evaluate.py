@@ -192,7 +192,6 @@ def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
                                                item["speech"])
             if rates is None:
                 notes.insert(0, "kbps: no quantizer in the chain, no bitrate")
-                rates = None
             else:
                 rates = {**rates, "kbps": rates["kbps_entropy"]}
                 targets.append(rates["kbps"])

@@ -211,3 +211,9 @@ def test_render_report_and_demo_give_kbps_entropy(tmp_path):
     assert plain["kbps_entropy"] is None
     from stream.demo import COLUMNS
     assert "kbps_entropy" in [c[0] for c in COLUMNS]
+
+
+def test_codec_targets_on_one_bitrate_give_one_row():
+    signal = synthesize_speech(RATE, 1.0)
+    rows = list(codecs.at_bitrates(signal, RATE, "mp3", [900.0, 1000.0, 2000.0]))
+    assert len(rows) == 1 and "highest here" in rows[0][3]
