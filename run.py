@@ -22,6 +22,8 @@ EXAMPLES = {
     "latency": "python run.py latency algorithmic --blocksizes 32,64,256",
     "train": "python run.py train speech.wav --set model.coefficients=256 --steps 500 --out model.pt",
     "presets": "python run.py presets",
+    "evaluate": "python run.py evaluate -c quantize-6bit --sweep processors.0.bits=3,4,6,8,12 "
+                "--codecs opus,vorbis,mp3 --json lab.json --plot lab.png",
 }
 
 
@@ -379,6 +381,68 @@ def demo(config_path, overrides, out_dir, overwrite):
                       overwrite=overwrite, progress=progress_bar("demo"))
     print_table(result)
     click.echo(f"wrote {result['out_dir']}")
+
+
+@cli.command(epilog=_epilog("evaluate"))
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.option("-c", "--config", "config_paths", multiple=True, metavar="FILE|PRESET",
+              help="Config file or preset name (repeatable); default: the shipped default.yaml.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override one config value of every setting (repeatable).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY.PATH=V1,V2,...",
+              help="One row per value, each applied like --set (repeatable; each sweep is "
+                   "its own curve), e.g. --sweep processors.0.bits=2,4,6.")
+@click.option("--codecs", default=None, metavar="opus,vorbis,mp3",
+              help="Reference codecs encoded near the engine rows' bitrates.")
+@click.option("--metrics", "metric_names", default=None, metavar="NAME,...",
+              help="Metrics to compute (default: all): snr_db, si_sdr_db, lsd_db, "
+                   "mel_distance, stft_distance, pesq, stoi, visqol, loudness_lu.")
+@click.option("--content", type=click.Choice(["auto", "speech", "audio"]), default="auto",
+              show_default=True, help="Whether the inputs are speech (PESQ and STOI apply "
+                                      "to speech only); auto: a rough check per file.")
+@click.option("--json", "json_path", default=None, help="Write the rows as JSON.")
+@click.option("--csv", "csv_path", default=None, help="Write the rows as CSV.")
+@click.option("--plot", "plot_path", default=None,
+              help="Write a PNG of quality against kbps (needs matplotlib).")
+@click.option("--plot-metrics", default=None, metavar="NAME,...",
+              help="Panels of --plot (default: pesq,visqol,snr_db).")
+@overwrite_option
+@handles_errors
+def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, content, json_path,
+             csv_path, plot_path, plot_metrics, overwrite):
+    """Measure what each setting costs in bits and in quality, next to real codecs.
+
+    Renders every setting (each -c, each --sweep value) through the engine for every INPUT
+    (the built-in speech and music material when none) and prints kbps and quality metrics
+    per row; --codecs adds Opus/Vorbis/MP3 rows at nearby bitrates.
+    """
+    from stream import codecs as codec_lib
+    from stream import evaluate as lab
+    from stream import metrics as metric_lib
+    from stream import quality_plot
+    names = metric_lib.check_names(metric_names)
+    codec_names = codec_lib.check_names(codecs)
+    panels = quality_plot.check_names(plot_metrics)
+    settings = lab.plan_settings(config_paths, sweeps, overrides)
+    from stream.outputs import check_outputs as check, protected_paths
+    protected = [p for s in settings for p in protected_paths(s["cfg"])]
+    protected += protected_paths(None, [("input file", i) for i in inputs])
+    check([("--json", json_path), ("--csv", csv_path), ("--plot", plot_path)], protected,
+          overwrite)
+    metric_lib.check_available(names)
+    if plot_path:
+        from stream.plots import _figure
+        _figure()       # matplotlib missing: say so before the work
+    result = lab.evaluate(lab.load_inputs(list(inputs), content), settings, names, codec_names,
+                          progress=progress_bar("evaluate"))
+    print_table(result)
+    if json_path:
+        write_json(json_path, lab.json_data(result))
+    if csv_path:
+        lab.write_csv(csv_path, result)
+    if plot_path:
+        quality_plot.plot_quality(result, panels, plot_path)
+        click.echo(f"plot: {plot_path}")
 
 
 @cli.group(epilog=_epilog("latency"))

@@ -122,11 +122,15 @@ class Quantize(_Builtin):
     the identity (straight-through).
 
     Bitrate: the symbols go into a histogram on the coefficients' device (no sync per call),
-    and ``stats()`` computes the empirical entropy of all symbols since reset. The histogram has
-    a fixed size, at most 65 537 bins (512 KiB): exact for bits <= 16; above that, symbols with
-    |q| <= 2**14 keep their own bins and larger ones share bins of W neighbours, each shared bin
-    adding log2(W) bits per symbol, an upper bound on their entropy. Changing ``bits`` closes the
-    histogram (one sync) and opens a new one, as a coder that restarts its model would.
+    one row per band of coefficient indices (``BANDS`` equal bands: index m of M is in band
+    ``m * BANDS // M``), and ``stats()`` computes the empirical entropy of all symbols since
+    reset from the rows summed (one pooled histogram). ``rates()`` adds the rate without
+    entropy coding and the rate of a coder with one model per band. Each row has a fixed size,
+    at most 65 537 bins (512 KiB, 8 MiB for all bands): exact for bits <= 16; above that,
+    symbols with |q| <= 2**14 keep their own bins and larger ones share bins of W neighbours,
+    each shared bin adding log2(W) bits per symbol, an upper bound on their entropy. Changing
+    ``bits`` closes the histogram (one sync) and opens a new one, as a coder that restarts its
+    model would.
 
     Args:
         bits: int in 1..24, default 8. May be changed between calls (``q.bits = 4``).
@@ -134,6 +138,9 @@ class Quantize(_Builtin):
 
     KEYS = ("bits",)
     SIDE_BITS = 16                 # per frame per channel: the float16 scale
+    BANDS = 16                     # entropy models of rates()["kbps_entropy"]: equal index bands
+    ENTROPY_MODEL = (f"per band: one adaptive model for each of {BANDS} equal bands of "
+                     f"coefficient indices")
     _EXACT_LEVELS = 2 ** 15        # up to this many levels per side, every symbol has its own bin
     _FINE_LEVELS = 2 ** 14         # beyond it: |q| <= this exact, larger shared, 2**14 bins per side
 
@@ -150,10 +157,13 @@ class Quantize(_Builtin):
         return max(1, 2 ** (bits - 1) - 1)
 
     def reset(self) -> None:
-        self._hist = None          # int64 histogram of symbol bins for self._hist_bits
-        self._hist_numpy = None    # the same memory as a numpy array when it is on the CPU
+        self._counts = None        # int64 (BANDS, bins) histogram of symbol bins for _hist_bits
+        self._counts_numpy = None  # the same memory, flat, as a numpy array when on the CPU
         self._hist_bits = None
-        self._closed_bits = 0.0    # entropy bits of histograms closed by a change of `bits`
+        self._band_of = {}         # (M, device) -> flat offset of each index's band row, (M,)
+        # [pooled entropy bits, per-band entropy bits, fixed-length bits] of histograms closed
+        # by a change of `bits`
+        self._closed = [0.0, 0.0, 0.0]
         # [symbols, frames, frames * channels] since reset (each frame and channel carries one
         # side-info scale); a list, because nn.Module.__setattr__ costs microseconds
         self._tally = [0, 0, 0]
@@ -209,16 +219,32 @@ class Quantize(_Builtin):
         np.rint(symbols, out=symbols)
         # no clamp: |x| <= scale gives |x * inv_step| <= levels * (1 + 3 eps) < levels + 1/2
         out = symbols * (scale / levels)
-        # bins: symbol + levels (exact in float, < 2**16), cast in the same op
-        np.add.at(self._histogram_numpy(bits), np.add(symbols, levels, casting="unsafe",
-                                                      out=np.empty(symbols.shape, np.intp)), 1)
+        # bins: symbol + levels (exact in float, < 2**16), cast in the same op, then the row
+        # of the index's band
+        counts = self._histogram_numpy(bits)
+        index = np.add(symbols, levels, casting="unsafe", out=np.empty(symbols.shape, np.intp))
+        index += self._band_offsets(x.shape[-1], None, levels)
+        np.add.at(counts, index, 1)
         self._tally_add(x.shape)
         return out
 
     def _histogram_numpy(self, bits: int) -> np.ndarray:
-        if self._hist_bits != bits or self._hist_numpy is None:
+        if self._hist_bits != bits or self._counts_numpy is None:
             self._open_histogram(bits, torch.device("cpu"))
-        return self._hist_numpy
+        return self._counts_numpy
+
+    def _band_offsets(self, m: int, device, levels: int):
+        """Flat offset of the band row of each coefficient index 0..m-1: a numpy intp array
+        (device None) or an int64 tensor on ``device``."""
+        key = (m, device, levels)
+        offsets = self._band_of.get(key)
+        if offsets is None:
+            row = 2 * self._bins(levels)[0] + 1
+            bands = np.arange(m) * self.BANDS // m * row
+            offsets = (bands.astype(np.intp) if device is None
+                       else torch.as_tensor(bands, dtype=torch.int64, device=device))
+            self._band_of[key] = offsets
+        return offsets
 
     def _tally_add(self, shape) -> None:
         tally = self._tally
@@ -237,13 +263,20 @@ class Quantize(_Builtin):
     def _open_histogram(self, bits: int, device: torch.device) -> None:
         self._close_histogram()
         half, _ = self._bins(self.levels(bits))
-        self._hist = torch.zeros(2 * half + 1, dtype=torch.int64, device=device)
-        self._hist_numpy = self._hist.numpy() if self._hist.is_cpu else None   # shares memory
+        self._counts = torch.zeros(self.BANDS, 2 * half + 1, dtype=torch.int64, device=device)
+        # shares memory
+        self._counts_numpy = self._counts.view(-1).numpy() if self._counts.is_cpu else None
         self._hist_bits = bits
+
+    @property
+    def _hist(self) -> torch.Tensor | None:
+        """The pooled histogram: all bands' rows summed (None before the first frame)."""
+        return None if self._counts is None else self._counts.sum(dim=0)
 
     def _count(self, symbols: torch.Tensor, bits: int, levels: int) -> None:
         half, width = self._bins(levels)
-        if self._hist_bits != bits or self._hist is None or self._hist.device != symbols.device:
+        if self._hist_bits != bits or self._counts is None \
+                or self._counts.device != symbols.device:
             self._open_histogram(bits, symbols.device)
         # a NaN coefficient becomes an arbitrary integer: clamp so the bin index stays in range
         q = symbols.reshape(-1).to(torch.int64).clamp_(-levels, levels)
@@ -251,18 +284,36 @@ class Quantize(_Builtin):
             fine = self._FINE_LEVELS
             a = q.abs()
             q = torch.where(a > fine, fine + (a - fine + width - 1) // width, a) * q.sign()
-        self._hist.index_add_(0, q + half, torch.ones_like(q))
+        index = (q + half).view(symbols.shape) + self._band_offsets(symbols.shape[-1],
+                                                                    symbols.device, levels)
+        self._counts.view(-1).index_add_(0, index.reshape(-1), torch.ones_like(q))
         self._tally_add(symbols.shape)
 
     def _close_histogram(self) -> None:
-        self._closed_bits += self._histogram_bits()
-        self._hist = self._hist_numpy = None
+        pooled, banded, fixed = self._histogram_bits(bands=True)
+        closed = self._closed
+        closed[0] += pooled
+        closed[1] += banded
+        closed[2] += fixed
+        self._counts = self._counts_numpy = None
 
-    def _histogram_bits(self) -> float:
-        """Total bits to code the symbols in the open histogram at its empirical entropy."""
-        if self._hist is None:
-            return 0.0
-        counts = self._hist.to(torch.float64)
+    def _histogram_bits(self, bands: bool = False):
+        """Total bits to code the symbols in the open histogram at its empirical entropy (one
+        pooled model); with ``bands``: (pooled bits, bits with one model per band, bits of a
+        fixed-length code of ceil(log2(2L + 1)) bits per symbol)."""
+        if self._counts is None:
+            return (0.0, 0.0, 0.0) if bands else 0.0
+        counts = self._counts.to(torch.float64)
+        pooled = self._entropy_bits(counts.sum(dim=0))
+        if not bands:
+            return pooled
+        banded = sum(self._entropy_bits(row) for row in counts)
+        levels = self.levels(self._hist_bits)
+        fixed = counts.sum().item() * math.ceil(math.log2(2 * levels + 1))
+        return pooled, banded, fixed
+
+    def _entropy_bits(self, counts: torch.Tensor) -> float:
+        """Bits to code the symbols counted in one float64 histogram row at its entropy."""
         total = counts.sum()
         if total == 0:
             return 0.0
@@ -283,7 +334,7 @@ class Quantize(_Builtin):
         - ``entropy_bits``: bits per coefficient (empirical entropy of the symbols).
         - ``bits``: the current setting. ``frames``: frames quantized.
         """
-        symbol_bits = self._closed_bits + self._histogram_bits()
+        symbol_bits = self._closed[0] + self._histogram_bits()
         symbols, frames, frame_channels = self._tally
         total_bits = symbol_bits + self.SIDE_BITS * frame_channels
         if not (self.samplerate and self.hop):
@@ -296,6 +347,32 @@ class Quantize(_Builtin):
         return {"bitrate_kbps": bitrate,
                 "entropy_bits": symbol_bits / symbols if symbols else 0.0,
                 "bits": self.bits, "frames": frames}
+
+    def rates(self) -> dict:
+        """Three bitrates since reset, in kbit/s, each with the 16 side bits per frame per
+        channel included (None before ``prepare``, 0.0 before any frame):
+
+        - ``kbps_fixed``: no entropy coding, ceil(log2(2L + 1)) bits per coefficient (``bits``,
+          or 2 for bits = 1);
+        - ``kbps_pooled``: ``stats()["bitrate_kbps"]``, one model for all symbols;
+        - ``kbps_entropy``: one model per band (``ENTROPY_MODEL``), what an adaptive entropy
+          coder with a context per band approaches (the models' own cost is not counted).
+
+        kbps_entropy <= kbps_pooled <= kbps_fixed: conditioning on the band never raises the
+        empirical entropy (kbps_entropy is capped at kbps_pooled against float rounding).
+        """
+        pooled, banded, fixed = self._histogram_bits(bands=True)
+        closed = self._closed
+        _, frames, frame_channels = self._tally
+        side = self.SIDE_BITS * frame_channels
+        bits = {"kbps_fixed": closed[2] + fixed, "kbps_pooled": closed[0] + pooled,
+                "kbps_entropy": closed[1] + banded}
+        bits["kbps_entropy"] = min(bits["kbps_entropy"], bits["kbps_pooled"])
+        if not (self.samplerate and self.hop):
+            return {**{k: None for k in bits}, "entropy_model": self.ENTROPY_MODEL}
+        seconds = frames * self.hop / self.samplerate
+        return {**{k: (v + side) / seconds / 1000.0 if frames else 0.0 for k, v in bits.items()},
+                "entropy_model": self.ENTROPY_MODEL}
 
 
 class Band(_Mask):

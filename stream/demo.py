@@ -32,7 +32,8 @@ FADE_S = 0.005              # raised-cosine fade at every segment edge (no click
 MATERIAL_NAME = "demo-material.wav"
 
 COLUMNS = [["preset", "preset", ""], ["snr_db", "SNR dB", ".1f"],
-           ["bitrate_kbps", "kbps", ".1f"], ["kept_percent", "kept %", ".1f"],
+           ["bitrate_kbps", "kbps", ".1f"], ["kbps_entropy", "kbps/band", ".1f"],
+           ["kept_percent", "kept %", ".1f"],
            ["realtime_factor", "x real time", ".0f"], ["latency_ms", "latency ms", ".2f"]]
 
 
@@ -134,7 +135,8 @@ def run_demo(out_dir: str, config_path: str | None = None, overrides=(), overwri
     Returns:
         ``{"table": {"columns": COLUMNS, "rows": [...]}, "out_dir": str, "material": path,
         "reports": [render_file report per preset]}``. Row keys: preset, snr_db,
-        bitrate_kbps (None without a quantizer), kept_percent (None without a mask),
+        bitrate_kbps (None without a quantizer), kbps_entropy (one entropy model per band;
+        None without a quantizer), kept_percent (None without a mask),
         realtime_factor, latency_ms, output.
     Raises:
         UserError: a preset fails to load with the overrides (named), out_dir is a file, or
@@ -173,6 +175,7 @@ def run_demo(out_dir: str, config_path: str | None = None, overrides=(), overwri
         reports.append(report)
         rows.append({"preset": name, "snr_db": report["snr_db"],
                      "bitrate_kbps": report["bitrate_kbps"],
+                     "kbps_entropy": report["kbps_entropy"],
                      "kept_percent": _kept_percent(report["processors"]),
                      "realtime_factor": report["realtime_factor"],
                      "latency_ms": report["latency_ms"], "output": os.fspath(target)})

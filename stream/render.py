@@ -245,7 +245,9 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
         or identical), file_identical (every sample read back equals the input's),
         file_lag_frames (codec delay found and removed; lossy outputs), dither ("tpdf" or
         "none"), quality and bitrate_mode (as given), tags (the tags the written file holds),
-        bitrate_kbps (the last quantizer's; None without one), processors, clipped_samples
+        bitrate_kbps (the last quantizer's, all symbols in one entropy model; None without
+        one), kbps_entropy (the same quantizer's with one entropy model per band of coefficient
+        indices, models.processors.Quantize.rates; None without one), processors, clipped_samples
         (samples beyond full scale, clipped; always 0 for FLOAT), peak (largest |output| before
         clipping, full scale = 1.0), nan_samples (non-finite input samples replaced by 0),
         warnings (one line each for people), device, config_source, config.
@@ -347,6 +349,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                     if feed.finished and emitted >= feed.fed:
                         break
                 final_stats = engine.stats()
+                final_rates = _quantizer_rates(engine)
                 pieces.close()
             nan_samples = reader.nonfinite + final_stats["nan_samples"]
             if nan_samples >= reader.frames_read * channels:
@@ -409,6 +412,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "bitrate_mode": bitrate_mode.lower() if bitrate_mode else None,
         "tags": tags,
         "bitrate_kbps": quantizers[-1]["bitrate_kbps"] if quantizers else None,
+        "kbps_entropy": final_rates["kbps_entropy"] if final_rates else None,
         "processors": final_stats["processors"],
         "clipped_samples": clipped, "peak": peak,
         "nan_samples": nan_samples,
@@ -416,6 +420,13 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "device": str(engine.device),
         "config_source": cfg.source, "config": cfg.to_dict(),
     }
+
+
+def _quantizer_rates(engine) -> dict | None:
+    """The last quantizer's Quantize.rates() (read before the engine resets), or None."""
+    from models.processors import Quantize
+    quantizers = [p for p in engine.processors if isinstance(p, Quantize)]
+    return quantizers[-1].rates() if quantizers else None
 
 
 def summary_line(report: dict) -> str:
@@ -442,6 +453,8 @@ def summary_line(report: dict) -> str:
         parts.append("TPDF dither")
     if report["bitrate_kbps"] is not None:
         parts.append(f"{report['bitrate_kbps']:.1f} kbps")
+        if report.get("kbps_entropy") is not None:
+            parts.append(f"{report['kbps_entropy']:.1f} kbps with a model per band")
     if report["realtime_factor"] is not None:
         parts.append(f"{report['realtime_factor']:.0f}x real time")
     parts.append(f"latency {report['latency_samples']} samples "

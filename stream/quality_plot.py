@@ -1,0 +1,54 @@
+"""PNG of quality against bitrate for `run.py evaluate --plot`: one panel per metric, one curve
+per sweep (or config) and per codec, and per input when there are several. matplotlib is
+optional and imported only here (stream.plots)."""
+from __future__ import annotations
+
+from stream.errors import UserError
+from stream.files import atomic_path
+from stream.metrics import NAMES
+
+DEFAULT = ("pesq", "visqol", "snr_db")
+
+
+def check_names(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return DEFAULT
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [n for n in names if n not in NAMES]
+    if unknown or not names:
+        raise UserError(f"--plot-metrics {text!r}: unknown metric "
+                        f"{unknown[0] if unknown else ''!r}; allowed: {', '.join(NAMES)}")
+    return names
+
+
+def plot_quality(result: dict, names, path) -> None:
+    """Draw ``result`` of stream.evaluate.evaluate: ``names`` against kbps (log axis)."""
+    from stream.plots import _figure
+    names = [n for n in names if any(r.get(n) is not None for r in result["rows"])] or list(names)
+    fig = _figure(width_in=5.0 * len(names), height_in=4.2)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    several = len({r["input"] for r in result["rows"]}) > 1
+    curves: dict[tuple, list] = {}
+    for row in result["rows"]:
+        group = result["groups"].get(row["label"], row["label"])
+        curves.setdefault((group, row["kind"], row["input"]), []).append(row)
+    for ax, name in zip(axes, names):
+        for (group, kind, source), rows in curves.items():
+            points = sorted((r["kbps"], r[name]) for r in rows
+                            if r["kbps"] is not None and r[name] is not None)
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            label = group + (f" ({source})" if several else "")
+            ax.plot(xs, ys, "o-" if kind == "engine" else "s--", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("kbps")
+        ax.set_title(name)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    except OSError as e:
+        raise UserError(f"cannot write the plot {str(path)!r}: {e.strerror or e}") from None
