@@ -195,6 +195,21 @@ def thread_environment(threads: int):
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this process meanwhile (processes started inside inherit that)."""
+    import signal
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:          # not the main thread: leave it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def limit_torch_threads(threads: int) -> None:
     """torch's intra-op threads = ``threads``, inter-op threads = 1 (where still allowed)."""
     import torch
@@ -220,8 +235,8 @@ class _Pool:
         proc = self.context.Process(target=_work, args=(child, self.cfg_bytes, self.options,
                                                         self.threads),
                                     name="cosine-render-worker", daemon=True)
-        with thread_environment(self.threads):
-            proc.start()
+        with thread_environment(self.threads), _sigint_ignored():
+            proc.start()        # the worker inherits SIG_IGN for SIGINT from its first moment
         child.close()
         worker = {"proc": proc, "conn": parent, "task": None}
         self.procs.append(worker)

@@ -105,9 +105,10 @@ def run(cfg, todo: list[tuple[int, str, str]], options: dict, address: str = LOC
     if not ray.is_initialized():
         import logging
         try:
-            ray.init(address=address, num_cpus=batch.cores() if address == LOCAL else None,
-                     include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False, configure_logging=True)
+            with _keep_signal_handlers():
+                ray.init(address=address, num_cpus=batch.cores() if address == LOCAL else None,
+                         include_dashboard=False, logging_level=logging.ERROR,
+                         log_to_driver=False, configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot reach the Ray cluster at {address!r}: "
                             f"{' '.join(str(e).split())}") from None
@@ -130,7 +131,8 @@ def run(cfg, todo: list[tuple[int, str, str]], options: dict, address: str = LOC
         ray.get([a.__ray_ready__.remote() for a in actors])
         info = {"address": address, "actors": count, "cpus": cpus, "gpus": gpus,
                 "gpus_per_actor": gpu_share, "startup_s": time.perf_counter() - started}
-        outcomes = _dispatch(ray, actors, todo, on_outcome)
+        with _signal_names_kept():
+            outcomes = _dispatch(ray, actors, todo, on_outcome)
         return sorted(outcomes, key=lambda o: o["index"]), info
     finally:
         for actor in actors:
@@ -138,6 +140,51 @@ def run(cfg, todo: list[tuple[int, str, str]], options: dict, address: str = LOC
                 ray.kill(actor)
         if started_here:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers():
+    """Put back this process's SIGINT/SIGTERM/SIGHUP handlers after Ray installs its own (its
+    SIGTERM handler prints a stack dump), so they stop a batch as stream.interrupts says."""
+    import signal
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    saved = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    try:
+        yield
+    finally:
+        for name, handler in saved.items():
+            if handler is not None:
+                with contextlib.suppress(ValueError):    # not the main thread
+                    signal.signal(getattr(signal, name), handler)
+
+
+@contextlib.contextmanager
+def _signal_names_kept():
+    """Ray turns any exception a signal handler raises inside its calls into a plain
+    KeyboardInterrupt: note which SIGTERM/SIGHUP arrived and raise it again as
+    stream.interrupts.Terminated (exit code and message as without Ray)."""
+    import signal
+
+    from stream.interrupts import Terminated
+    seen, previous = [], {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        handler = signal.getsignal(signum) if signum is not None else None
+        if callable(handler):
+            def noted(number, frame, handler=handler):
+                seen.append(number)
+                handler(number, frame)
+            previous[signum] = handler
+            signal.signal(signum, noted)
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        if seen and not isinstance(e, Terminated):
+            raise Terminated(seen[-1]) from None
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _gpu_share(cfg, gpus: float, actors: int) -> float:
