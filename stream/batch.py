@@ -5,17 +5,18 @@ complete, stream.jobs.complete_output); ``run`` renders the rest and hands each 
 to a callback as it finishes:
 
 - ``workers=1``: one after the other in this process;
-- ``workers=N``: N worker processes (multiprocessing's *spawn* context), each building its
-  engine once from the config (one per channel count and sample rate met, reset between files)
-  and rendering file after file as the driver hands them out. Each worker runs
+- ``workers=N``: N workers: N - 1 worker processes (multiprocessing's *spawn* context) and a
+  thread of this process (which has loaded torch already), each building its engine once from
+  the config (one per channel count and sample rate met, reset between files) and rendering
+  file after file as the driver hands them out. Each worker runs
   ``threads_per_worker(N)`` torch/BLAS threads (set before numpy and torch load in it), so N
   workers do not oversubscribe the cores. Outputs are bit-identical to ``workers=1``: the same
   ``render_file`` with the same options, and dither noise is seeded per file.
 
 A file that fails with a UserError becomes a ``failed`` outcome and the rest go on, as before.
-SIGTERM, SIGHUP or Ctrl-C in the driver stop every worker with SIGTERM (workers ignore SIGINT,
-so a Ctrl-C at the terminal reaches them only through the driver); a worker removes its
-temporary file (stream.files.atomic_path) before it exits, and the interrupt goes on to the CLI
+SIGTERM, SIGHUP or Ctrl-C in the driver stop every worker process with SIGTERM (they ignore
+SIGINT, so a Ctrl-C at the terminal reaches them only through the driver) and the thread at its
+next chunk; a worker removes its temporary file (stream.files.atomic_path) before it exits, and the interrupt goes on to the CLI
 (one line, non-zero exit). stream/cluster.py runs the same outcomes on Ray actors.
 """
 from __future__ import annotations
@@ -219,16 +220,22 @@ def limit_torch_threads(threads: int) -> None:
 
 
 class _Pool:
-    """Worker processes fed one file at a time over a pipe each."""
+    """N workers fed one file at a time over a pipe each: N - 1 spawned worker processes, and
+    this process itself, rendering in a thread while its main thread hands out the files (it
+    has loaded torch already, so that saves one worker's start-up; its render stops at the
+    next chunk when the batch is stopped)."""
 
     def __init__(self, cfg, options: dict, workers: int):
         import multiprocessing
+        import threading
         self.context = multiprocessing.get_context("spawn")
+        self.cfg = cfg
         self.cfg_bytes = pickle.dumps(cfg)
         self.options = options
         self.workers = workers
         self.threads = threads_per_worker(workers)
         self.procs = []
+        self.stopping = threading.Event()
 
     def _start(self):
         parent, child = self.context.Pipe()
@@ -238,66 +245,124 @@ class _Pool:
         with thread_environment(self.threads), _sigint_ignored():
             proc.start()        # the worker inherits SIG_IGN for SIGINT from its first moment
         child.close()
-        worker = {"proc": proc, "conn": parent, "task": None}
+        worker = {"proc": proc, "thread": None, "conn": parent, "task": None}
+        self.procs.append(worker)
+        return worker
+
+    def _start_here(self):
+        import multiprocessing
+        import threading
+        parent, child = multiprocessing.Pipe()
+        thread = threading.Thread(target=_work_here, name="cosine-render-here", daemon=True,
+                                  args=(child, self.cfg, self.options, self.stopping))
+        thread.start()
+        worker = {"proc": None, "thread": thread, "conn": parent, "task": None}
         self.procs.append(worker)
         return worker
 
     def run(self, todo, done) -> None:
-        from multiprocessing.connection import wait
-        pending = list(todo)
-        pending.reverse()           # pop() takes them in order
+        import torch
+        saved_threads = torch.get_num_threads()
         try:
-            idle = [self._start() for _ in range(self.workers)]
-            busy = []
-            while pending or busy:
-                while idle and pending:
-                    worker = idle.pop()
-                    worker["task"] = pending.pop()
-                    worker["conn"].send(worker["task"])
-                    busy.append(worker)
-                ready = wait([w["conn"] for w in busy] + [w["proc"].sentinel for w in busy])
-                for worker in list(busy):
-                    if worker["conn"] not in ready and worker["proc"].sentinel not in ready:
-                        continue
-                    try:
-                        kind, payload = worker["conn"].recv()
-                    except (EOFError, OSError):
-                        worker["proc"].join()
-                        index, source, target = worker["task"]
-                        done({"index": index, "input": source, "output": target,
-                              "error": f"the worker process rendering it stopped (exit code "
-                                       f"{worker['proc'].exitcode})"})
-                        busy.remove(worker)
-                        self.procs.remove(worker)
-                        if pending:
-                            idle.append(self._start())
-                        continue
-                    if kind == "crash":
-                        raise WorkerError(payload)
-                    busy.remove(worker)
-                    worker["task"] = None
-                    done(payload)
-                    idle.append(worker)
-            for worker in self.procs:
-                with contextlib.suppress(OSError):
-                    worker["conn"].send(None)
-            for worker in self.procs:
-                worker["proc"].join()
+            torch.set_num_threads(self.threads)
+            self._run(todo, done)
         except BaseException:
             self.stop()
             raise
+        finally:
+            torch.set_num_threads(saved_threads)
+
+    def _run(self, todo, done) -> None:
+        from multiprocessing.connection import wait
+        pending = list(todo)
+        pending.reverse()           # pop() takes them in order
+        idle = [self._start() for _ in range(self.workers - 1)] + [self._start_here()]
+        busy = []
+        while pending or busy:
+            while idle and pending:
+                worker = idle.pop()
+                worker["task"] = pending.pop()
+                worker["conn"].send(worker["task"])
+                busy.append(worker)
+            ready = wait([w["conn"] for w in busy]
+                         + [w["proc"].sentinel for w in busy if w["proc"] is not None])
+            for worker in list(busy):
+                sentinel = worker["proc"].sentinel if worker["proc"] is not None else None
+                if worker["conn"] not in ready and sentinel not in ready:
+                    continue
+                try:
+                    kind, payload = worker["conn"].recv()
+                except (EOFError, OSError):
+                    index, source, target = worker["task"]
+                    if worker["proc"] is not None:
+                        worker["proc"].join()
+                        why = f"exit code {worker['proc'].exitcode}"
+                    else:
+                        why = "in this process"
+                    done({"index": index, "input": source, "output": target,
+                          "error": f"the worker rendering it stopped ({why})"})
+                    busy.remove(worker)
+                    self.procs.remove(worker)
+                    if pending:
+                        idle.append(self._start())
+                    continue
+                if kind == "crash":
+                    raise WorkerError(payload)
+                busy.remove(worker)
+                worker["task"] = None
+                done(payload)
+                idle.append(worker)
+        for worker in self.procs:
+            with contextlib.suppress(OSError):
+                worker["conn"].send(None)
+        for worker in self.procs:
+            (worker["proc"] or worker["thread"]).join()
 
     def stop(self) -> None:
-        """SIGTERM every worker (each removes its temporary file), then wait for them."""
+        """SIGTERM every worker process and stop the render here at its next chunk (each
+        removes its temporary file), then wait for them."""
+        self.stopping.set()
         for worker in self.procs:
-            if worker["proc"].is_alive():
+            if worker["proc"] is not None and worker["proc"].is_alive():
                 worker["proc"].terminate()
+            elif worker["thread"] is not None:
+                worker["conn"].close()          # a thread waiting for a task sees EOF
         for worker in self.procs:
+            if worker["thread"] is not None:
+                worker["thread"].join(timeout=60)
+                continue
             worker["proc"].join(timeout=30)
             if worker["proc"].is_alive():
                 worker["proc"].kill()
                 worker["proc"].join()
             worker["conn"].close()
+
+
+def _work_here(conn, cfg, options: dict, stopping) -> None:
+    """The worker thread in the driver's process: like ``_work``; ``stopping`` (an Event) set
+    stops its render after the current chunk."""
+    def check(done, total):
+        if stopping.is_set():
+            raise KeyboardInterrupt
+
+    engines = EngineCache(cfg)
+    try:
+        while not stopping.is_set():
+            task = conn.recv()
+            if task is None:
+                break
+            try:
+                outcome = render_one(cfg, engines, *task, options, progress=check)
+            except KeyboardInterrupt:
+                break
+            except Exception:
+                conn.send(("crash", traceback.format_exc()))
+                break
+            conn.send(("done", outcome))
+    except (EOFError, OSError):
+        pass
+    finally:
+        conn.close()
 
 
 def _work(conn, cfg_bytes: bytes, options: dict, threads: int) -> None:
