@@ -7,6 +7,7 @@ start, torch import, worker start-up and Ray start-up included), and prints per 
 files/s, audio seconds per wall second, both as ratios to --jobs 1, and for --ray the start-up
 cost (connecting, or starting the local instance, and building the actors, from the batch
 report's ``ray.startup_s``). Outputs of every mode are checked to be identical to --jobs 1's.
+The load average is printed at start and end: ratios need the cores free of other work.
 
     python benchmarks/batch.py                                    # the full sizes
     python benchmarks/batch.py --short 20x5 --long 2x60           # a quick run (files x seconds)
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -99,6 +101,7 @@ def main() -> None:
     if "ray" in modes and importlib.util.find_spec("ray") is None:
         print("note: Ray is not installed; --ray left out (pip install 'cosine-host[cluster]')")
         modes.remove("ray")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="cosine-batch-bench-"))
     rows = []
     try:
@@ -136,6 +139,8 @@ def main() -> None:
         start = "-" if r["startup_s"] is None else f"{r['startup_s']:.1f}"
         print(f"{r['set']:<16} {r['mode']:<9} {r['wall_s']:8.1f} {r['files_s']:8.2f} "
               f"{r['audio_s']:10.1f} {r['ratio']:8.2f} {start:>11}")
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (above the CPU count: other processes "
+          f"were competing)")
 
 
 if __name__ == "__main__":
