@@ -302,6 +302,9 @@ def print_table(result: dict) -> None:
                    "with --out-dir it sets every output's extension).")
 @click.option("--report", "report_path", default=None,
               help="Write a JSON report here (one file) or a summary of all files (--out-dir).")
+@click.option("--report-dir", default=None, metavar="DIR",
+              help="With --out-dir: one JSON report per rendered output, mirrored below DIR "
+                   "(DIR/<output path below --out-dir>.json).")
 @click.option("--subtype", default=None, metavar="PCM_16|PCM_24|FLOAT",
               help="Output sample format (default: the input's where possible, else FLOAT).")
 @click.option("--dither", type=click.Choice(["auto", "tpdf", "none"], case_sensitive=False),
@@ -315,53 +318,157 @@ def print_table(result: dict) -> None:
 @click.option("--bitrate-mode", type=click.Choice(["constant", "average", "variable"],
                                                   case_sensitive=False), default=None,
               help="OGG/Opus/MP3 outputs: the encoder's bitrate mode.")
+@click.option("--jobs", "-j", "jobs_option", default=None, metavar="N|auto",
+              help="With --out-dir: render N files at once in worker processes (auto: one per "
+                   "core; default 1); outputs are bit-identical to --jobs 1.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="With --out-dir: render on Ray actors, on a local Ray instance, or on the "
+                   "cluster at ADDRESS (auto, host:port); needs pip install "
+                   "'cosine-host[cluster]' and, on a cluster, a filesystem every node shares.")
+@click.option("--skip-existing", is_flag=True,
+              help="Skip outputs that exist complete (frames, rate, channels, format as this "
+                   "render would write them): run again to finish a stopped batch.")
 @overwrite_option
 @handles_errors
-def render(config_path, overrides, paths, out_dir, recursive, container, report_path, subtype,
-           dither, samplerate, quality, bitrate_mode, overwrite):
+def render(config_path, overrides, paths, out_dir, recursive, container, report_path,
+           report_dir, subtype, dither, samplerate, quality, bitrate_mode, jobs_option,
+           ray_address, skip_existing, overwrite):
     """Render audio files through the engine, latency compensated (OUTPUT[i] lines up with INPUT[i]).
 
     INPUT OUTPUT renders one file ('-' reads standard input / writes standard output; then
     the summary goes to standard error); several INPUTs or folders with --out-dir render each
     file, carry on past bad ones and exit non-zero if any failed.
     """
+    from stream import batch
     from stream import render as rendering
     from stream.audio_io import STDIO, check_format_option
+    from stream.errors import UserError
     cfg = load(config_path, overrides)
     container = check_format_option(container)
+    workers = batch.parse_jobs(jobs_option)
+    if ray_address is not None:
+        from stream import cluster
+        ray_address = cluster.check_address(ray_address)
+        cluster.import_ray()
     from stream.jobs import plan_jobs
     jobs = plan_jobs(list(paths), out_dir, recursive=recursive, format=container)
-    check_outputs(cfg, [("output", b) for _, b in jobs] + [("--report", report_path)], overwrite,
-                  inputs=[("input file", a) for a, _ in jobs],
-                  made_below=out_dir if recursive else None)
-    to_stdout = any(target == STDIO for _, target in jobs)
-    results, failed = [], []
-    for source, target in jobs:
-        try:
-            report = rendering.render_file(cfg, source, target, subtype=subtype,
-                                           overwrite=overwrite,
-                                           progress=progress_bar(os.path.basename(source)),
-                                           format=container, dither=dither,
-                                           samplerate=samplerate, quality=quality,
-                                           bitrate_mode=bitrate_mode,
-                                           make_folder=out_dir is not None)
-        except Exception as e:
-            from stream.errors import UserError
-            if not isinstance(e, UserError) or len(jobs) == 1:
-                raise
-            failed.append({"input": source, "error": str(e)})
-            click.echo(f"failed: {source}: {e}", err=True)
-            continue
-        results.append(report)
+    options = {"subtype": subtype, "format": container, "dither": dither,
+               "samplerate": samplerate, "quality": quality, "bitrate_mode": bitrate_mode,
+               "overwrite": overwrite, "make_folder": out_dir is not None}
+    todo, skipped = batch.plan(jobs, options, skip_existing)
+    if out_dir is None and report_dir is not None:
+        raise UserError("--report-dir writes one report per output of --out-dir; for one file "
+                        "use --report")
+    reports = batch.report_paths(report_dir, out_dir, todo) if report_dir else {}
+    inputs = [("input file", a) for a, _ in jobs]
+    check_outputs(cfg, [("output", t) for _, _, t in todo] + [("--report", report_path)],
+                  overwrite, inputs=inputs, made_below=out_dir if recursive else None)
+    check_outputs(cfg, [("output", s["output"]) for s in skipped], True, inputs=inputs)
+    if reports:
+        check_outputs(cfg, [("--report-dir", p) for p in reports.values()], overwrite,
+                      inputs=inputs, made_below=report_dir)
+    for s in skipped:
+        click.echo(f"skipped: {s['output']} ({s['reason']})", err=True)
+    if out_dir is None:
+        if not todo:
+            return
+        source, target = jobs[0]
+        to_stdout = target == STDIO
+        report = rendering.render_file(cfg, source, target, progress=progress_bar(
+            os.path.basename(source)), **options)
         click.echo(rendering.summary_line(report), err=to_stdout)
         for warning in report["warnings"]:
             click.echo(f"warning: {warning}", err=True)
+        if report_path:
+            write_json(report_path, report)
+        return
+    bar = batch_progress(len(todo))
+    failed = []
+
+    def show(outcome: dict) -> None:
+        if bar:
+            bar.clear()
+        if "report" in outcome:
+            click.echo(rendering.summary_line(outcome["report"]))
+            for warning in outcome["report"]["warnings"]:
+                click.echo(f"warning: {warning}", err=True)
+            if outcome["index"] in reports:
+                os.makedirs(os.path.dirname(reports[outcome["index"]]), exist_ok=True)
+                write_json(reports[outcome["index"]], outcome["report"])
+        elif "error" in outcome:
+            failed.append(outcome)
+            click.echo(f"failed: {outcome['input']}: {outcome['error']}", err=True)
+        if bar:
+            bar.add(outcome)
+
+    ray_info = None
+    try:
+        if ray_address is not None:
+            from stream import cluster
+            outcomes, ray_info = cluster.run(cfg, todo, options, ray_address,
+                                             workers=workers if jobs_option else None,
+                                             on_outcome=show)
+        else:
+            outcomes = batch.run(cfg, todo, options, workers, on_outcome=show)
+    except KeyboardInterrupt as e:
+        if bar:
+            bar.clear()
+        e.note = ("outputs finished so far are complete; run again with --skip-existing to "
+                  "render the rest")
+        raise
+    if bar:
+        bar.clear()
+    if ray_info:
+        click.echo(f"ray: {ray_info['actors']} actors at {ray_info['address']}, ready in "
+                   f"{ray_info['startup_s']:.1f} s", err=True)
+    rendered = [o["report"] for o in outcomes if "report" in o]
+    failed = [{"input": o["input"], "output": o["output"], "error": o["error"]}
+              for o in outcomes if "error" in o]
+    if skipped or len(jobs) > 1:
+        click.echo(f"{len(rendered)} rendered, {len(skipped)} skipped, {len(failed)} failed",
+                   err=True)
     if report_path:
-        write_json(report_path, results[0] if len(jobs) == 1 else
-                   {"rendered": results, "failed": failed})
+        summary = {"rendered": rendered, "skipped": skipped, "failed": failed}
+        if ray_info:
+            summary["ray"] = ray_info
+        write_json(report_path, summary)
     if failed:
         _fail(f"{len(failed)} of {len(jobs)} files failed: "
               + ", ".join(f["input"] for f in failed), 1)
+
+
+def batch_progress(files: int, stream=None):
+    """One bar over a batch on a terminal (files done, audio seconds rendered), else None.
+    ``add(outcome)`` counts a finished file; ``clear()`` wipes the bar before other output."""
+    stream = stream or sys.stderr
+    if not stream.isatty() or files < 1:
+        return None
+    import time
+    import types
+    started = time.monotonic()
+    state = types.SimpleNamespace(done=0, seconds=0.0)
+
+    def draw() -> None:
+        frac = state.done / files
+        filled = int(frac * 30)
+        elapsed = time.monotonic() - started
+        eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+        stream.write(f"\r\x1b[2Krender [{'#' * filled}{'.' * (30 - filled)}] {state.done}/{files} "
+                     f"files, {state.seconds:.1f} s of audio  eta {eta:4.0f}s")
+        stream.flush()
+
+    def add(outcome: dict) -> None:
+        state.done += 1
+        state.seconds += outcome.get("report", {}).get("seconds_audio", 0.0)
+        draw()
+
+    def clear() -> None:
+        stream.write("\r\x1b[2K")
+        stream.flush()
+
+    draw()
+    return types.SimpleNamespace(add=add, clear=clear)
 
 
 @cli.command(epilog=_epilog("demo"))

@@ -100,3 +100,53 @@ def output_name(source: str, format: str | None = None) -> str:
     fmt = ext[1:].upper()
     keep = fmt in sf.available_formats() and any(sf.check_format(fmt, s) for s in SUBTYPES)
     return stem + (ext if keep else ".wav")
+
+
+def expected_output(source: str, target: str, *, subtype: str | None = None,
+                    format: str | None = None, samplerate: int | None = None) -> dict:
+    """What rendering ``source`` to ``target`` would write, from the input's header alone:
+    {"frames", "samplerate" (Hz), "channels", "format", "subtype"} (soundfile's names).
+
+    ``subtype``, ``format`` and ``samplerate`` are the render's options (None: defaults).
+    Raises UserError when the input's header cannot be read or the output format is unknown.
+    """
+    from stream.formats import output_subtype
+    from stream.resample import expected_frames
+    try:
+        info = sf.info(source)
+    except (sf.SoundFileError, RuntimeError, OSError) as e:
+        raise UserError(f"cannot read {source!r} as audio ({e})") from None
+    named = audio_io.container(format or extension(target))
+    if named is None:
+        raise UserError(f"cannot tell the output format of {target!r}")
+    fmt, forced = named
+    rate = samplerate or info.samplerate
+    frames = (expected_frames(info.frames, info.samplerate, rate) if rate != info.samplerate
+              else info.frames)
+    return {"frames": frames, "samplerate": rate, "channels": info.channels, "format": fmt,
+            "subtype": output_subtype(fmt, subtype and subtype.upper(), info.subtype, target,
+                                      forced)}
+
+
+def complete_output(source: str, target: str, **options) -> tuple[bool, str]:
+    """(True, what it holds) when ``target`` exists and holds what rendering ``source`` would
+    write (frame count, sample rate, channels, container and sample format; see
+    ``expected_output``, which takes ``options``), else (False, why not). Outputs are written
+    atomically, so an output that exists complete was rendered to the end."""
+    if not os.path.isfile(target):
+        return False, "missing"
+    try:
+        want = expected_output(source, target, **options)
+    except UserError as e:
+        return False, str(e)
+    try:
+        have = sf.info(target)
+    except (sf.SoundFileError, RuntimeError, OSError):
+        return False, "not readable as audio"
+    got = {"frames": have.frames, "samplerate": have.samplerate, "channels": have.channels,
+           "format": have.format, "subtype": have.subtype}
+    wrong = [f"{key} {got[key]} instead of {want[key]}" for key in want if got[key] != want[key]]
+    if wrong:
+        return False, ", ".join(wrong)
+    return True, (f"complete: {want['frames']} frames, {want['samplerate']} Hz, "
+                  f"{want['channels']} ch, {want['format']} {want['subtype']}")

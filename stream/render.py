@@ -206,7 +206,7 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
                 chunk_frames: int = CHUNK_FRAMES, *, format: str | None = None,
                 dither: str | None = None, samplerate: int | None = None,
                 quality: float | None = None, bitrate_mode: str | None = None,
-                make_folder: bool = False, stdin=None, stdout=None) -> dict:
+                make_folder: bool = False, stdin=None, stdout=None, engine_for=None) -> dict:
     """Render one audio file through the engine, latency compensated.
 
     Args:
@@ -232,6 +232,9 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
         quality, bitrate_mode: lossy outputs only; see stream.audio_io.compression.
         make_folder: create the output's folder if missing (for mirrored --out-dir trees).
         stdin, stdout: binary streams to use for "-" (default: the process's own).
+        engine_for: callable(channels, samplerate in Hz) -> a reset Engine built from ``cfg``
+            with blocksize 0, for callers that render many files with one engine (batch
+            workers, stream/batch.py); None (default) builds a fresh one.
     Returns:
         The report (JSON-ready dict): input, output, format, subtype, input_format,
         input_subtype, samplerate (Hz, of the output), input_samplerate, resampled (None, or
@@ -280,12 +283,13 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
                                         overwrite, format, make_folder)
         report = _render(cfg, source, source_path, input, output, fmt, forced, subtype,
                          overwrite, progress, chunk_frames, dither, samplerate, quality,
-                         bitrate_mode, stack, out_stream if to_stdout else None)
+                         bitrate_mode, stack, out_stream if to_stdout else None, engine_for)
     return report
 
 
 def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overwrite, progress,
-            chunk_frames, dither, samplerate, quality, bitrate_mode, stack, out_stream) -> dict:
+            chunk_frames, dither, samplerate, quality, bitrate_mode, stack, out_stream,
+            engine_for=None) -> dict:
     out_subtype = formats.output_subtype(fmt, subtype, source.subtype, output, forced)
     channels, in_rate = source.channels, source.samplerate
     rate = samplerate or in_rate
@@ -297,7 +301,8 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
     resampling = rate != in_rate
     total = expected_frames(header_frames, in_rate, rate) if resampling else header_frames
     formats.check_size(fmt, out_subtype, total, channels, output)
-    engine = Engine.from_config(cfg, blocksize=0, channels=channels, samplerate=rate)
+    engine = (Engine.from_config(cfg, blocksize=0, channels=channels, samplerate=rate)
+              if engine_for is None else engine_for(channels, rate))
     converter = PcmConverter(out_subtype, dither) if output_bits(out_subtype) else None
     clips = out_subtype not in formats.UNCLIPPED_SUBTYPES
     held = _HeldInput()
