@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from models.cosine import CosineDecoder, CosineEncoder, parameter_key
+from models.cosine import CosineDecoder, CosineEncoder
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # every parameter's value at init, by its last name part (models.cosine)
@@ -43,10 +43,6 @@ class LearnedCosine(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    def parameters_key(self) -> tuple:
-        """Changes whenever any parameter changes (models.cosine.parameter_key)."""
-        return parameter_key(self.parameters())
 
     def dct_pair(self) -> tuple[bool, str]:
         """Whether encoder and decoder are exactly (rows of) the N-point orthonormal DCT-III /

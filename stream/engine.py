@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from models import LearnedCosine, load_checkpoint
+from models.cosine import parameter_key
 from models.checkpoint import CheckpointError
 from models import processors as processor_registry
 from stream import latency as lat
@@ -143,6 +144,10 @@ class Engine:
         args = (channels, n, model.m, hop, self.dtype, blocksize, self.processors)
         self._kernel = NumpyKernel(*args) if backend == "numpy" else TorchKernel(*args, self.device)
         self.backend = backend
+        # walking the module tree for its parameters on every call costs more than comparing
+        # their keys: the list is taken once (a parameter is changed in place, or its .data
+        # replaced, both of which the key sees)
+        self._params = list(self.model.parameters())
         self._params_key = None
         self.transform = "matmul"
         self.transform_reason = ""
@@ -200,7 +205,7 @@ class Engine:
     def _refresh(self) -> None:
         """Fold the windows into the model's (cached) matrices and choose the transform; runs at
         construction and whenever a parameter changed."""
-        self._params_key = self.model.parameters_key()
+        self._params_key = parameter_key(self._params)
         with torch.no_grad():
             enc = self.model.encoder.matrix().detach().cpu().to(torch.float64).numpy()
             dec = self.model.decoder.matrix().detach().cpu().to(torch.float64).numpy()
@@ -269,7 +274,7 @@ class Engine:
                                    f"{block.shape}")
         if frames == 0:
             return out
-        if self.model.parameters_key() != self._params_key:
+        if parameter_key(self._params) != self._params_key:
             self._refresh()
         if self._kernel.name == "torch":
             with torch.inference_mode():
