@@ -9,7 +9,8 @@ for the chains identity (empty), quantize 8 bits, topk 128, quantize 8 + topk 12
 and threshold -60 dB. Each input is copied into the reused buffer before the timed call (not
 timed); inputs are Gaussian coefficients, a different frame every call.
 
-"before" is ``models/processors.py`` from the git revision ``--before`` (default ``main``),
+"before" is ``models/processors.py`` from the git revision ``--before`` (default 306e781, the
+torch-only built-ins),
 loaded next to this tree's version as a temporary module, so both run in the same process and
 the same rounds. Every variant (version x chain x frames) runs ``--calls`` calls once per round,
 in an order shuffled from round to round (seeded); p50 and p99 are taken per round over its
@@ -161,7 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="rounds (default 15)")
     parser.add_argument("--calls", type=int, default=200, help="calls per variant per round")
-    parser.add_argument("--before", default="main", help="git revision of the 'before' version")
+    parser.add_argument("--before", default="306e781",
+                        help="git revision of the 'before' version (default: the torch-only built-ins)")
     parser.add_argument("--no-engine", dest="engine", action="store_false",
                         help="skip the engine.process table")
     args = parser.parse_args()

@@ -416,3 +416,13 @@ def construct(type_name: str, params: dict) -> Plugin:
         raise ValueError(f"type = {type_name!r}: {cls.__name__}({arguments}) failed: "
                          f"{_one_line(e)}") from e
     return Plugin(module, type_name)
+
+
+class _Builtin(Processor):
+    """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array)`` for the CPU
+    route; both return a new array/tensor of the same shape and dtype with identical values."""
+
+    def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
+        if _numpy_route(coeffs):
+            return torch.from_numpy(self._numpy(coeffs.numpy()))
+        return self._torch(coeffs)
