@@ -230,8 +230,8 @@ def main(argv=None) -> int:
     x = (0.1 * np.random.default_rng(0).standard_normal((48000 * 2, 2))).astype(np.float32)
     print(f"\n## correctness: {device} (torch kernel) against the CPU numpy kernel")
     correctness(cfg, device, x)
-    rows = throughput(cfg, device, args.seconds, args.repeats)
-    lat_rows = latency(cfg, device, args.calls)
+    throughput(cfg, device, args.seconds, args.repeats)
+    latency(cfg, device, args.calls)
     if cuda:
         print(f"\n(the torch kernel runs matrix products only: fast_path='auto' picks the DCT on "
               f"CPU, never on {device})")

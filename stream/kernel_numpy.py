@@ -26,8 +26,6 @@ from stream.exact import ExactEncoder
 from stream.queues import Queue, initial_capacity
 from stream.dct import ScipyDCT, cpu_workers
 
-_TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
-
 
 def check_processed(result, like: torch.Tensor):
     """A processor chain's result must keep the coefficients' shape, dtype and device."""
