@@ -82,17 +82,15 @@ class ScipyDCT:
     def dct3(self, x: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Orthonormal DCT-III of ``x`` into ``out`` (same shape; may be ``x`` itself); ``threads``
         overrides the thread count (a caller that runs its own threads passes 1)."""
-        threads = self._threads(x) if threads is None else threads
-        if self._raw is not None:
-            return self._raw.dct(x, 3, (x.ndim - 1,), 1, out, threads)
-        out[...] = self._sfft.dct(x, type=3, norm="ortho", axis=-1, workers=threads)
-        return out
+        return self._dct(3, x, out, threads)
 
     def dct2(self, x: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
-        """Orthonormal DCT-II of ``x`` into ``out`` (same shape; may be ``x`` itself); ``threads``
-        overrides the thread count (a caller that runs its own threads passes 1)."""
+        """Orthonormal DCT-II of ``x`` into ``out``, as :meth:`dct3`."""
+        return self._dct(2, x, out, threads)
+
+    def _dct(self, kind: int, x: np.ndarray, out: np.ndarray, threads: int | None) -> np.ndarray:
         threads = self._threads(x) if threads is None else threads
         if self._raw is not None:
-            return self._raw.dct(x, 2, (x.ndim - 1,), 1, out, threads)
-        out[...] = self._sfft.dct(x, type=2, norm="ortho", axis=-1, workers=threads)
+            return self._raw.dct(x, kind, (x.ndim - 1,), 1, out, threads)
+        out[...] = self._sfft.dct(x, type=kind, norm="ortho", axis=-1, workers=threads)
         return out

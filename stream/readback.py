@@ -23,12 +23,18 @@ LOSSY_SUBTYPES = ("VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER
 
 
 class FrameQueue:
-    """Frames of a chunk iterator taken in any amounts: ``take(n)`` (fewer at the end)."""
+    """Frames of chunks taken in any amounts: ``take(n)`` (fewer at the end). The chunks come
+    from an iterator (pulled as needed) or are handed in with ``push`` (render keeps the input
+    chunks it fed the engine until the output frames aligned with them are out)."""
 
-    def __init__(self, chunks):
+    def __init__(self, chunks=()):
         self._chunks = iter(chunks)
         self._held: collections.deque[np.ndarray] = collections.deque()
         self._offset = 0
+
+    def push(self, chunk: np.ndarray) -> None:
+        """Queue ``chunk`` (frames, channels) after what is held."""
+        self._held.append(chunk)
 
     def take(self, frames: int) -> np.ndarray | None:
         """Up to ``frames`` frames (frames, channels), or None when the stream has ended."""

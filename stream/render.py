@@ -19,7 +19,6 @@ output) pairs). ``summary_line`` describes one report for people.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import shutil
@@ -80,34 +79,6 @@ def _open_input(path: str, name: str) -> sf.SoundFile:
 
 # --- rendering --------------------------------------------------------------------------------
 
-class _HeldInput:
-    """Input chunks kept until the output frames aligned with them have been rendered.
-
-    Holds at most one chunk plus the engine latency: the reference for the streaming SNR.
-    """
-
-    def __init__(self):
-        self.chunks: collections.deque[np.ndarray] = collections.deque()
-        self.offset = 0     # frames of chunks[0] already taken
-
-    def push(self, chunk: np.ndarray) -> None:
-        self.chunks.append(chunk)
-
-    def take(self, frames: int) -> np.ndarray:
-        """The next ``frames`` input frames, (frames, channels) float32."""
-        parts = []
-        while frames:
-            head = self.chunks[0]
-            part = head[self.offset:self.offset + frames]
-            parts.append(part)
-            frames -= part.shape[0]
-            self.offset += part.shape[0]
-            if self.offset == head.shape[0]:
-                self.chunks.popleft()
-                self.offset = 0
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
 class _Reader:
     """Reads an input file in chunks, tolerating a short file, counting non-finite samples.
 
@@ -161,7 +132,7 @@ def _finite(chunk: np.ndarray, counter) -> np.ndarray:
 class _Feed:
     """The engine's input stream: counts the frames fed and holds them for the SNR."""
 
-    def __init__(self, chunks, held: _HeldInput):
+    def __init__(self, chunks, held: readback.FrameQueue):
         self.chunks, self.held = chunks, held
         self.fed = 0
         self.finished = False
@@ -305,7 +276,9 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
               if engine_for is None else engine_for(channels, rate))
     converter = PcmConverter(out_subtype, dither) if output_bits(out_subtype) else None
     clips = out_subtype not in formats.UNCLIPPED_SUBTYPES
-    held = _HeldInput()
+    # input chunks kept until the output frames aligned with them are rendered (at most one
+    # chunk plus the latency): the reference for the streaming SNR
+    held = readback.FrameQueue()
     reader = _Reader(source, chunk_frames, input)
     chunks = reader.chunks()
     if resampling:
