@@ -85,12 +85,38 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """``control.osc``: {host, port} of `live`'s OSC server (port null: no server)."""
+    osc: dict = field(default_factory=lambda: {"host": "127.0.0.1", "port": None})
+
+    @property
+    def osc_host(self) -> str:
+        return self.osc["host"]
+
+    @property
+    def osc_port(self) -> int | None:
+        return self.osc["port"]
+
+
+def _osc(key, v):
+    if not isinstance(v, dict) or set(v) - {"host", "port"}:
+        raise ConfigError(f"{key} = {v!r}: must be a mapping with keys host, port")
+    out = dict(ControlConfig().osc, **v)
+    if not isinstance(out["host"], str) or not out["host"]:
+        raise ConfigError(f"{key}.host = {out['host']!r}: must be an address such as 127.0.0.1")
+    if out["port"] is not None:
+        out["port"] = _int(0, 65535)(f"{key}.port", out["port"])
+    return out
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     frame: FrameConfig = field(default_factory=FrameConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     processors: tuple = ()
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     source: str = "configs/default.yaml"
 
     def to_dict(self) -> dict:
@@ -186,6 +212,7 @@ SCHEMA: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "report": _optional_path,
         "refresh_s": _positive_float,
     },
+    "control": {"osc": _osc},
 }
 SECTIONS = (*SCHEMA, "processors")
 

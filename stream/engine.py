@@ -362,3 +362,36 @@ class Engine:
             if done.shape[0]:
                 yield done
         self.reset()
+
+    # --- live model swap -----------------------------------------------------------------------
+
+    def prepare_model_swap(self, model: LearnedCosine):
+        """Build, off the audio thread, everything needed to run ``model`` in this engine; return
+        ``commit()``, which switches to it between two :meth:`process` calls by rebinding
+        attributes only (no allocation, no I/O: callable from the audio callback).
+
+        Frames computed after ``commit()`` use the new model; those already overlap-added in
+        the output queue keep the old one, so the synthesis windows' overlap crossfades the two
+        over N - H samples (at least one hop). The processors, the queues and the latency are
+        untouched. ``model`` must have this engine's frame size, coefficient count and dtype.
+        Assumes the kernel's ``set_transform`` only rebinds attributes (it builds new arrays).
+        """
+        import copy
+        if (model.n, model.m, model.dtype) != (self.frame_size, self.model.m, self.dtype):
+            raise ValueError(f"the new model has N={model.n}, M={model.m}, {model.dtype}; this "
+                             f"engine runs N={self.frame_size}, M={self.model.m}, {self.dtype}")
+        spare = copy.copy(self)                 # shares queues and processors with self
+        spare._kernel = copy.copy(self._kernel)
+        spare.model = model.to(self.device).eval()
+        spare._params = list(spare.model.parameters())
+        # only what _refresh rebinds is taken: counters the callback moves meanwhile are not
+        before, kernel_before = dict(vars(spare)), dict(vars(spare._kernel))
+        spare._refresh()                        # the new transform lands on the copies only
+        kernel = {k: v for k, v in vars(spare._kernel).items() if kernel_before.get(k) is not v}
+        engine = {k: v for k, v in vars(spare).items() if before.get(k) is not v}
+        engine.update(model=spare.model, _params=spare._params)
+
+        def commit() -> None:
+            self._kernel.__dict__.update(kernel)
+            self.__dict__.update(engine)
+        return commit

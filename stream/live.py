@@ -11,12 +11,19 @@ The callback allocates no arrays, prints nothing and takes no locks: it times
 ``engine.process(block, out=outdata)`` with ``time.perf_counter_ns`` and stores numbers in the
 preallocated arrays of :class:`stream.monitor.CallbackRecorder`; statistics are computed in the
 main thread by the pure functions of :mod:`stream.monitor`.
+
+Around the engine, each in its own module: ``--play`` (stream/playback.py: a preloaded file in
+place of the device input), ``--record`` (stream/recorder.py: a preallocated ring the callback
+writes, a thread writing the file), controls (stream/control.py, drained by the callback at the
+start of each block; sent over OSC by stream/osc.py) and the panel (stream/panel.py). While the
+stream runs, the interpreter's GIL switch interval is shortened (:func:`switch_interval_s`).
 """
 from __future__ import annotations
 
 import gc
 import os
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -30,6 +37,20 @@ from stream.interrupts import Terminated
 
 # Largest block the callback is prepared for when the device chooses the size (blocksize 0).
 MAX_VARIABLE_FRAMES = 16384
+
+# While another thread holds the GIL (panel, OSC, recorder), the audio callback waits until it
+# is handed over, up to the switch interval: 5 ms by default, more than a 32-sample block's
+# whole budget (0.67 ms at 48 kHz). benchmarks/live.py measures the choice.
+SWITCH_INTERVAL_FRACTION = 0.25     # of one block's duration
+MIN_SWITCH_INTERVAL_S = 1e-4
+
+
+def switch_interval_s(blocksize: int, samplerate: int) -> float:
+    """GIL switch interval for a stream: a quarter of a block's duration (blocksize 0: of 256
+    frames), at least 0.1 ms, never longer than the interpreter's default."""
+    block_s = (blocksize or 256) / samplerate
+    return min(sys.getswitchinterval(), max(MIN_SWITCH_INTERVAL_S,
+                                            SWITCH_INTERVAL_FRACTION * block_s))
 
 
 class LiveSession:
@@ -48,6 +69,15 @@ class LiveSession:
             the input hears exactly what the output plays. Needs the JACK tools jack_lsp,
             jack_connect and jack_disconnect (Debian package jackd2).
         bypass: start with the engine in bypass (the dry signal at the same latency).
+        play: a sound file fed to the engine in place of the device input (stream/playback.py);
+            without ``loop`` the stream stops at its end plus the engine latency.
+        loop: repeat ``play``.
+        record: a sound file receiving exactly what the engine hands to the output device
+            (stream/recorder.py); float32 samples in WAV/AIFF.
+        osc_port: listen for OSC controls on this UDP port (0: any free port), on
+            ``cfg.control.osc.host``; None: ``cfg.control.osc.port`` (None: no OSC).
+        switch_interval: GIL switch interval (seconds) while streaming; None:
+            :func:`switch_interval_s`; 0 leaves the interpreter's as it is.
 
     Raises:
         UserError: PortAudio missing, a device not found or ambiguous (candidates listed),
@@ -55,8 +85,13 @@ class LiveSession:
     """
 
     def __init__(self, cfg, input_device=None, output_device=None, report_path=None,
-                 jack_loopback: bool = False, bypass: bool = False):
+                 jack_loopback: bool = False, bypass: bool = False, play: str | None = None,
+                 loop: bool = False, record: str | None = None, osc_port: int | None = None,
+                 switch_interval: float | None = None):
         self.cfg = cfg
+        self.play_path, self.loop, self.record_path = play, bool(loop), record
+        self.osc_port = osc_port if osc_port is not None else cfg.control.osc_port
+        self.switch_interval = switch_interval
         self.start_bypassed = bool(bypass)
         audio = cfg.audio
         self.samplerate = int(audio.samplerate)
@@ -85,6 +120,17 @@ class LiveSession:
         self._pr: _PlayRecord | None = None
         self._callback_error: BaseException | None = None
         self._toggles = 0
+        self._source = None         # playback.FileSource while streaming with play
+        self._recorder = None       # recorder.Recorder while streaming with record
+        self._controls = None       # control.Controls while streaming
+        self._play_info = None
+        if play is not None:
+            from stream import playback
+            self._play_signal, self._play_info = playback.load(play, self.samplerate,
+                                                               self.channels)
+        if record is not None:
+            from stream import recorder
+            recorder.check_path(record)
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -94,9 +140,10 @@ class LiveSession:
 
         Args:
             duration_s: seconds of wall-clock time from stream start; None runs until q/Ctrl-C.
-            on_status: callable(line: str, final: bool = False), called every
-                ``cfg.monitor.refresh_s`` seconds with the status line, and once with
-                final=True when the stream stopped. None shows nothing.
+            on_status: callable(status: stream.panel.Status, final: bool = False), called
+                every ``cfg.monitor.refresh_s`` seconds, and once with final=True when the
+                stream stopped (stream.panel.status_display makes one); its ``message(line)``,
+                if it has one, prints a refused control. None shows nothing.
             keys: read single keys from standard input (put in cbreak mode, always restored):
                 ``q`` quits, ``b`` toggles the engine's bypass (same latency).
         Returns:
@@ -185,6 +232,10 @@ class LiveSession:
         self._pr = pr
         if pr is not None:
             pr.prepare(max_frames, engine.latency_samples, bs, sr)
+        self._setup_extras(engine, max_frames, on_status)
+        interval = (switch_interval_s(bs, sr) if self.switch_interval is None
+                    else self.switch_interval)
+        default_interval = sys.getswitchinterval()
 
         devices = {k: {"index": d["index"], "name": d["name"], "hostapi": d["hostapi"]}
                    for k, d in (("input", self.input_device), ("output", self.output_device))}
@@ -200,6 +251,14 @@ class LiveSession:
         loopback_ports = None
         try:
             ports_before = jack.client_ports(self._client_name()) if self.jack_loopback else None
+            if self._recorder is not None:
+                self._recorder.start()
+            if self._osc is not None:
+                self._osc.start()
+            if interval:
+                sys.setswitchinterval(interval)
+            self._started_ns = time.perf_counter_ns()
+            self._controls.started_ns = self._started_ns
             try:
                 stream = sd.Stream(samplerate=sr, blocksize=bs, channels=ch, dtype="float32",
                                    device=(self.input_device["index"], self.output_device["index"]),
@@ -212,6 +271,8 @@ class LiveSession:
                                 f"devices with `python run.py devices`") from None
             started = time.monotonic()
             device_latency_s = tuple(float(x) for x in stream.latency)
+            self._device_latency_s = device_latency_s
+            self._started = started
             if self.jack_loopback:
                 loopback_ports = jack.wire_loopback(self._client_name(), ports_before, ch)
             eng_lat = monitor.engine_latency(engine, sr)
@@ -230,7 +291,12 @@ class LiveSession:
             if stream is not None:
                 # A stream that died by itself (server gone) may hang PortAudio: wait less.
                 closed = _close_stream(sd, stream, timeout_s=5.0 if stream.active else 2.0)
+            sys.setswitchinterval(default_interval)
             self._pr = None
+            if self._osc is not None:
+                self._osc.close()
+            if self._recorder is not None:
+                self._recorder.close()
             gc.unfreeze()
 
         snap = rec.snapshot()
@@ -241,13 +307,23 @@ class LiveSession:
             "stopped_by": stopped_by,
             "error": None if error is None else str(error),
             "bypass": bool(engine.bypass),
-            "bypass_toggles": self._toggles,
+            "bypass_toggles": self._toggles + self._controls.bypass_toggles,
             "jack_loopback": loopback_ports,
             "latency_hint": self.cfg.audio.latency,
             "engine": _engine_stats(engine),
             "report_path": self.report_path,
             "stream_closed": closed,
+            "gil_switch_interval_s": interval or default_interval,
+            "controls": self._controls.report(),
+            "osc": None if self._osc is None else {"host": self._osc.address[0],
+                                                   "port": self._osc.address[1]},
+            "play": self._play_report(),
+            "record": None if self._recorder is None else dict(
+                self._recorder.report(), engine_latency_samples=int(engine.latency_samples)),
         }
+        if self._recorder is not None and self._recorder.error and error is None:
+            error = UserError(f"--record {self.record_path!r}: writing failed "
+                              f"({self._recorder.error}); no file was left")
         if pr is not None:
             extra["play_record"] = {"signal_frames": int(pr.signal.shape[0]),
                                     "tail_samples": int(pr.tail), "through_engine":
@@ -258,10 +334,8 @@ class LiveSession:
             nan_events=int(getattr(engine, "nan_events", 0)), **extra)
         self.last_report = report
         if on_status is not None and snap["count"]:
-            on_status(monitor.status_line(rec.snapshot(last=self._recent_len()), snap,
-                                          blocksize=bs, samplerate=sr, latency=latency,
-                                          nan_events=report["nan_events"], bypass=report["bypass"],
-                                          elapsed_s=stopped - started), final=True)
+            on_status(self._status_for(rec.snapshot(last=self._recent_len()), snap, latency,
+                                       stopped - started), final=True)
         if self.report_path:
             try:
                 monitor.write_report(self.report_path, report)
@@ -306,6 +380,12 @@ class LiveSession:
             elif now - last_progress > stall_s:
                 raise UserError(f"no audio callback for {now - last_progress:.1f} s: the device "
                                 f"or the audio server stopped; check `python run.py devices`")
+            if self._controls.quit.is_set():
+                return "osc"
+            src = self._source
+            if src is not None and not src.loop and \
+                    src.position >= src.frames + self.engine.latency_samples:
+                return "play end"
             if pr is not None:
                 if not pr.armed and now >= arm_at:
                     pr.armed = True
@@ -322,7 +402,7 @@ class LiveSession:
                 if on_status is not None:
                     on_status(self._status(started, eng_lat, device_latency_s), final=False)
             wake = next_status if deadline is None else min(next_status, deadline)
-            if pr is not None:
+            if pr is not None or src is not None or self._osc is not None:
                 wake = min(wake, now + 0.02)
             for key in keyboard.read(max(0.0, wake - time.monotonic())):
                 if key in ("q", "Q"):
@@ -335,16 +415,77 @@ class LiveSession:
         """Callbacks in about the last second (for the status line's p50/p99 and peaks)."""
         return max(1, math.ceil(self.samplerate / (self.blocksize or 256)))
 
-    def _status(self, started, eng_lat, device_latency_s) -> str:
-        rec = self._rec
-        recent = rec.snapshot(last=self._recent_len())
+    def _status(self, started, eng_lat, device_latency_s):
+        recent = self._rec.snapshot(last=self._recent_len())
         cbt = monitor.callback_time_latency_ms(recent["adc_s"], recent["dac_s"], recent["now_s"])
         latency = monitor.latency_summary(eng_lat, device_latency_s, self.samplerate, cbt)
-        return monitor.status_line(recent, recent, blocksize=self.blocksize,
-                                   samplerate=self.samplerate, latency=latency,
-                                   nan_events=int(getattr(self.engine, "nan_events", 0)),
-                                   bypass=bool(self.engine.bypass),
-                                   elapsed_s=time.monotonic() - started)
+        return self._status_for(recent, recent, latency, time.monotonic() - started)
+
+    def _status_for(self, recent, total, latency, elapsed_s):
+        """A stream.panel.Status: the status line, its values and the notes on the extras."""
+        from stream.panel import Status
+        kw = dict(blocksize=self.blocksize, samplerate=self.samplerate, latency=latency,
+                  nan_events=int(getattr(self.engine, "nan_events", 0)),
+                  bypass=bool(self.engine.bypass), elapsed_s=elapsed_s)
+        notes = {}
+        sr = self.samplerate
+        if self._source is not None:
+            src = self._source
+            notes["play"] = (f"{os.path.basename(self.play_path)} {src.position / sr:.1f} / "
+                             f"{src.frames / sr:.1f} s" + (" (loop)" if src.loop else ""))
+        if self._recorder is not None:
+            r = self._recorder
+            notes["record"] = (f"{os.path.basename(self.record_path)} {r.frames / sr:.1f} s"
+                               + (f", {r.dropped_frames} frames lost" if r.dropped_frames else "")
+                               + (f", FAILED: {r.error}" if r.error else ""))
+        if self._osc is not None:
+            notes["osc"] = (f"{self._osc.address[0]}:{self._osc.address[1]}, "
+                            f"{len(self._controls.log)} messages")
+            last = self._controls.last()
+            if last is not None:
+                last = dict(last)
+                if last.get("applied_ns") is not None:
+                    last["applied_s"] = self._controls.seconds(last["applied_ns"])
+                notes["control"] = last
+        return Status(monitor.status_line(recent, total, **kw),
+                      monitor.status_values(recent, total, **kw), notes)
+
+    def _osc_status(self) -> dict:
+        """OSC /status: the monitor's current values (stream.monitor.status_values)."""
+        eng_lat = monitor.engine_latency(self.engine, self.samplerate)
+        return self._status(self._started, eng_lat, self._device_latency_s).values
+
+    def _setup_extras(self, engine, max_frames: int, on_status) -> None:
+        """The file source, the recorder, the controls and the OSC server of one stream."""
+        from stream.control import Controls
+        self._started = time.monotonic()
+        self._device_latency_s = (0.0, 0.0)
+        self._source = None
+        if self.play_path is not None:
+            from stream.playback import FileSource
+            self._source = FileSource(self._play_signal, self.loop, max_frames)
+        self._recorder = None
+        if self.record_path is not None:
+            from stream.recorder import Recorder
+            self._recorder = Recorder(self.record_path, self.samplerate, self.channels,
+                                      max_frames)
+            if self._source is not None and not self.loop:
+                # the file's end plus the engine latency, as the stream stops there
+                self._recorder.limit_frames = self._source.frames + engine.latency_samples
+        message = getattr(on_status, "message", None)
+        self._controls = Controls(engine, self.cfg, time.perf_counter_ns(),
+                                  on_status=self._osc_status,
+                                  on_refused=message or _stderr_line)
+        self._osc = None
+        if self.osc_port is not None:
+            from stream.osc import OscServer
+            self._osc = OscServer(self._controls, self.cfg.control.osc_host, self.osc_port)
+
+    def _play_report(self) -> dict | None:
+        if self._source is None:
+            return None
+        return dict(self._play_info, loop=self.loop,
+                    frames_played=int(self._source.position))
 
     def _callback(self, indata, outdata, frames, t, status):
         """The audio callback (PortAudio's thread). Allocates no arrays, no I/O, no locks."""
@@ -353,7 +494,12 @@ class LiveSession:
             rec = self._rec
             i = rec.count % rec.capacity
             rec.record_flags(i, status._flags)
+            controls = self._controls
+            if controls.pending:
+                controls.drain(rec.count, rec.frames_total, t0)
             src = indata
+            if self._source is not None:
+                src = self._source.next_block(frames)
             pr = self._pr
             if pr is not None:
                 src = pr.next_block(indata, frames)
@@ -365,7 +511,9 @@ class LiveSession:
                 if ret is not outdata:  # an engine that could not write in place
                     outdata[:] = ret
             t2 = time.perf_counter_ns()
-            rec.record_levels(i, indata, outdata, frames)
+            if self._recorder is not None:
+                self._recorder.push(outdata, rec.count, rec.frames_total)
+            rec.record_levels(i, src if self._source is not None else indata, outdata, frames)
             rec.record_times(i, frames, t0, t2 - t1, time.perf_counter_ns() - t0,
                              t.inputBufferAdcTime, t.outputBufferDacTime, t.currentTime)
         except Exception as e:  # never let an exception print from the audio thread
@@ -488,6 +636,11 @@ def _check_report_path(path) -> None:
                         f"or choose another path")
     if not os.access(folder, os.W_OK):
         raise UserError(f"--report {path!r}: the folder {folder!r} is not writable")
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _engine_stats(engine) -> dict | None:

@@ -330,6 +330,40 @@ def status_line(recent: dict, total: dict, *, blocksize: int, samplerate: int, l
             f"NaN {nan_events}" + (" | BYPASS" if bypass else ""))
 
 
+def status_values(recent: dict, total: dict, *, blocksize: int, samplerate: int, latency: dict,
+                  nan_events: int, bypass: bool, elapsed_s: float) -> dict:
+    """What the status line, the panel and OSC ``/status`` show, as plain numbers.
+
+    Keys: ``elapsed_s``, ``callbacks``, ``budget_ms``, ``p50_ms`` / ``p99_ms`` (engine time
+    over ``recent``, about the last second), ``max_ms`` (whole run), ``xrun_events``,
+    ``xruns`` (flags by kind), ``engine_samples``, ``algorithmic_samples``,
+    ``buffering_samples``, ``engine_ms``, ``device_input_ms``, ``device_output_ms``,
+    ``total_ms``, ``peak_in_dbfs`` / ``peak_out_dbfs`` (over ``recent``; -inf for silence),
+    ``clipped_samples``, ``nan_events``, ``bypass``. Arguments as for :func:`status_line`.
+    """
+    p50, p99 = recent_processing_ms(recent)
+    pin = float(recent["peak_in"].max()) if recent["peak_in"].size else 0.0
+    pout = float(recent["peak_out"].max()) if recent["peak_out"].size else 0.0
+    return {
+        "elapsed_s": float(elapsed_s), "callbacks": int(total["count"]),
+        "budget_ms": budget_ms(blocksize, samplerate, recent["frames"]),
+        "p50_ms": p50, "p99_ms": p99,
+        "max_ms": total["proc_max_ns"] / 1e6 if total["count"] else None,
+        "xrun_events": int(total.get("xrun_events", 0)),
+        "xruns": {XRUN_SHORT[k]: int(v) for k, v in enumerate(total["xruns"]) if v},
+        "engine_samples": int(latency["engine_samples"]),
+        "algorithmic_samples": int(latency["algorithmic_samples"]),
+        "buffering_samples": int(latency["buffering_samples"]),
+        "engine_ms": float(latency["engine_ms"]),
+        "device_input_ms": float(latency["device_input_ms"]),
+        "device_output_ms": float(latency["device_output_ms"]),
+        "total_ms": float(latency["total_ms"]),
+        "peak_in_dbfs": dbfs(pin), "peak_out_dbfs": dbfs(pout),
+        "clipped_samples": int(total["clipped_samples"]), "nan_events": int(nan_events),
+        "bypass": bool(bypass),
+    }
+
+
 def build_report(snap: dict, *, config: dict, devices: dict, samplerate: int, blocksize: int,
                  channels: int, latency: dict, duration_s: float, nan_events: int,
                  **extra) -> dict:
