@@ -77,14 +77,14 @@ class Controls:
         cfg: the stream.config.Config it was built from (processor specs, model settings).
         started_ns: ``time.perf_counter_ns()`` at stream start (times are relative to it).
         on_status: callable() -> dict answering ``/status``.
-        on_refused: callable(line: str) for one line about a refused message (stderr).
+        on_message: callable(line: str) printing one line for people (a refused message: stderr).
     """
 
-    def __init__(self, engine, cfg, started_ns: int, on_status=None, on_refused=None):
+    def __init__(self, engine, cfg, started_ns: int, on_status=None, on_message=None):
         self.engine, self.cfg = engine, cfg
         self.started_ns = int(started_ns)
         self.on_status = on_status
-        self.on_refused = on_refused
+        self.on_message = on_message
         self.pending: collections.deque = collections.deque()
         self.log: list[dict] = []
         self.quit = threading.Event()
@@ -111,8 +111,8 @@ class Controls:
             apply = self._prepare(address, list(args), entry)
         except Refused as e:
             entry.update(result="refused", reason=str(e))
-            if self.on_refused is not None:
-                self.on_refused(f"osc: {address} {_args_text(args)}: refused: {e}")
+            if self.on_message is not None:
+                self.on_message(f"osc: {address} {_args_text(args)}: refused: {e}")
             return entry
         if apply is None:           # answered here (status, quit)
             entry.update(result="applied", applied_callback=None,

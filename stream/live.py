@@ -255,6 +255,8 @@ class LiveSession:
                 self._recorder.start()
             if self._osc is not None:
                 self._osc.start()
+                host, port = self._osc.address
+                self._controls.on_message(f"osc: listening on {host}:{port} (UDP)")
             if interval:
                 sys.setswitchinterval(interval)
             self._started_ns = time.perf_counter_ns()
@@ -431,7 +433,8 @@ class LiveSession:
         sr = self.samplerate
         if self._source is not None:
             src = self._source
-            notes["play"] = (f"{os.path.basename(self.play_path)} {src.position / sr:.1f} / "
+            at = src.position % src.frames if src.loop else min(src.position, src.frames)
+            notes["play"] = (f"{os.path.basename(self.play_path)} {at / sr:.1f} / "
                              f"{src.frames / sr:.1f} s" + (" (loop)" if src.loop else ""))
         if self._recorder is not None:
             r = self._recorder
@@ -475,7 +478,7 @@ class LiveSession:
         message = getattr(on_status, "message", None)
         self._controls = Controls(engine, self.cfg, time.perf_counter_ns(),
                                   on_status=self._osc_status,
-                                  on_refused=message or _stderr_line)
+                                  on_message=message or _stderr_line)
         self._osc = None
         if self.osc_port is not None:
             from stream.osc import OscServer

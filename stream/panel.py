@@ -98,10 +98,10 @@ def panel_lines(status: Status, width: int) -> list:
         xr.append(" (" + ", ".join(f"{k} {n}" for k, n in v["xruns"].items()) + ")")
     xr.append(f"  clip {v['clipped_samples']}  NaN {v['nan_events']}")
     rows.append(xr)
-    rows.append(Text(f"latency {v['total_ms']:.1f} ms = device {v['device_input_ms']:.1f} + "
+    rows.append(Text(f"latency {v['total_ms']:.1f} ms = device {v['device_input_ms']:.1f}+"
                      f"{v['device_output_ms']:.1f} + engine {v['engine_ms']:.1f} "
-                     f"({v['engine_samples']} smp: {v['algorithmic_samples']} algorithmic + "
-                     f"{v['buffering_samples']} buffering)"))
+                     f"({v['engine_samples']} smp = {v['algorithmic_samples']} alg + "
+                     f"{v['buffering_samples']} buf)"))
     for name, key in (("in ", "peak_in_dbfs"), ("out", "peak_out_dbfs")):
         db = v[key]
         frac = 0.0 if not math.isfinite(db) else (db - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS
