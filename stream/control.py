@@ -86,6 +86,9 @@ class Controls:
         self.on_status = on_status
         self.on_message = on_message
         self.pending: collections.deque = collections.deque()
+        # what the callback replaced (old processors, old matrices): released by release(), in
+        # another thread, so that the callback never pays for freeing them
+        self.retired: collections.deque = collections.deque()
         self.log: list[dict] = []
         self.quit = threading.Event()
         self.bypass_toggles = 0
@@ -101,8 +104,14 @@ class Controls:
     def seconds(self, ns: int) -> float:
         return (ns - self.started_ns) / 1e9
 
+    def release(self) -> None:
+        """Drop what the callback replaced (call from any thread but the callback's)."""
+        while self.retired:
+            self.retired.popleft()
+
     def handle(self, address: str, args: tuple) -> dict:
         """Check one message and queue its change (or answer it); returns its log entry."""
+        self.release()
         entry = {"address": address,
                  "value": args[0] if len(args) == 1 else (list(args) if args else None),
                  "received_s": self.seconds(time.perf_counter_ns()), "result": "pending"}
@@ -164,7 +173,7 @@ class Controls:
                               f"disabling it would change the stream's latency")
             self.enabled[i] = on
             live = old if on else Disabled(old)
-            return lambda: self._modules.__setitem__(key, live)
+            return lambda: self._replace(key, live)
         value = _one(address, args)
         if param == "type":
             raise Refused("the type of a processor cannot change while the stream runs; "
@@ -187,7 +196,12 @@ class Controls:
                           f"({old_latency} -> {built.latency_samples} samples); restart with it")
         self.specs[i], self._built[i] = checked, built
         live = built if self.enabled[i] else Disabled(built)
-        return lambda: self._modules.__setitem__(key, live)
+        return lambda: self._replace(key, live)
+
+    def _replace(self, key: str, module) -> None:
+        """In the callback: processor ``key`` becomes ``module``; the old one is retired."""
+        self.retired.append(self._modules[key])
+        self._modules[key] = module
 
     def _checkpoint(self, path):
         from models import LearnedCosine, load_checkpoint
@@ -208,9 +222,10 @@ class Controls:
         except OSError as err:
             raise Refused(f"cannot read {path!r}: {err.strerror or err}") from None
         try:
-            return e.prepare_model_swap(model)
+            commit = e.prepare_model_swap(model)
         except ValueError as err:
             raise Refused(str(err)) from None
+        return lambda: self.retired.append(commit())
 
     # --- audio callback -----------------------------------------------------------------------
 

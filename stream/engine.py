@@ -368,7 +368,9 @@ class Engine:
     def prepare_model_swap(self, model: LearnedCosine):
         """Build, off the audio thread, everything needed to run ``model`` in this engine; return
         ``commit()``, which switches to it between two :meth:`process` calls by rebinding
-        attributes only (no allocation, no I/O: callable from the audio callback).
+        attributes only (no array allocation, no I/O: callable from the audio callback). It
+        returns what it replaced: drop that off the audio thread (freeing the old matrices
+        there would cost the callback time).
 
         Frames computed after ``commit()`` use the new model; those already overlap-added in
         the output queue keep the old one, so the synthesis windows' overlap crossfades the two
@@ -391,7 +393,10 @@ class Engine:
         engine = {k: v for k, v in vars(spare).items() if before.get(k) is not v}
         engine.update(model=spare.model, _params=spare._params)
 
-        def commit() -> None:
+        def commit() -> tuple:
+            replaced = ([self._kernel.__dict__.get(k) for k in kernel],
+                        [self.__dict__.get(k) for k in engine])
             self._kernel.__dict__.update(kernel)
             self.__dict__.update(engine)
+            return replaced
         return commit

@@ -384,6 +384,7 @@ class LiveSession:
                                 f"or the audio server stopped; check `python run.py devices`")
             if self._controls.quit.is_set():
                 return "osc"
+            self._controls.release()
             src = self._source
             if src is not None and not src.loop and \
                     src.position >= src.frames + self.engine.latency_samples:
