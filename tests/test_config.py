@@ -70,7 +70,7 @@ def test_replace_returns_new_validated_config():
     ("monitor.refresh_s=0", r"monitor.refresh_s = 0: must be a number of seconds > 0"),
     ("monitor.report=[]", r"monitor.report = \[\]: must be null or a file path"),
     ("model.colour=red", r"model.colour: unknown key; allowed: coefficients, init, decoder"),
-    ("modle.init=dct", r"modle: unknown section; allowed: audio, frame, model, monitor, processors"),
+    ("modle.init=dct", r"modle: unknown section; allowed: audio, frame, model, monitor, control, processors"),
     ("processors={type: quantize}", r"processors = \{'type': 'quantize'\}: must be a list"),
     ("processors=[{type: quantize, bits: 0}]", r"processors\[0\]\.bits = 0"),
     ("processors=[{type: wobble}]", r"processors\[0\]\.type = 'wobble'"),
