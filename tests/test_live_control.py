@@ -136,6 +136,11 @@ def test_osc_controls_change_the_recording_where_the_report_says(jack_server, tm
     before = snr_db(play[SR // 4:a - N], heard[SR // 4:a - N])
     after = snr_db(play[a + N:b - lat - N], heard[a + N:b - lat - N])
     assert before > 50 and after < 25, (before, after)
+    print(f"bits 12 -> 3 received {bits['received_s']:.3f} s, applied at callback "
+          f"{bits['applied_callback']} ({bits['applied_s']:.3f} s): SNR {before:.1f} -> "
+          f"{after:.1f} dB; /bypass 1 received {bypass['received_s']:.3f} s, applied at "
+          f"callback {bypass['applied_callback']} ({bypass['applied_s']:.3f} s): bit-exact "
+          f"play delayed by {lat} samples")
     # /bypass 1: from its block on, the played signal delayed by exactly the engine latency
     np.testing.assert_array_equal(record[b:], play[b - lat:])
     assert not np.array_equal(record[b - HOP:b], play[b - HOP - lat:b - lat])
