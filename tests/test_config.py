@@ -173,7 +173,7 @@ def test_presets_by_name_from_any_folder(tmp_path):
     (tmp_path / "lowpass").write_text("frame: {hop: 128}\n")
     assert load_config(tmp_path / "lowpass").frame.hop == 128
     with pytest.raises(ConfigError, match=r"not found; give an existing YAML file or a preset "
-                                          r"name \(default, lowpass, quantize-6bit"):
+                                          r"name \(default, low-latency, lowpass, quantize-6bit"):
         load_config("no-such-preset")
 
 
