@@ -6,9 +6,9 @@ Routes a call's frames take (each one earns its place by a number in benchmarks/
   two float32 BLAS products (a hop-split variant that read the queue in place and overlap-added
   inside the decoder's gemm measured no saving and was removed: benchmarks/README.md "routes");
 - no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II in place, windowed
-  overlap-add of the synthesis part, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in cache from window to
-  overlap-add), and for calls of two batches or more one contiguous range of frames per CPU in
-  worker threads (whole signals);
+  overlap-add of the synthesis part, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in
+  cache from window to overlap-add), and for calls of two batches or more one contiguous range
+  of frames per CPU in worker threads (whole signals);
 - processors: the coefficients the processors see come from the exact encoder
   (stream.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each row
   computed alone: the same bits for any batch), so they depend on the signal and the

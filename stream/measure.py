@@ -146,8 +146,8 @@ def algorithmic(cfg, blocksizes: list[int]) -> dict:
 
     Returns:
         {"passed", "frame_size", "hop", "synthesis_size", "samplerate", "channels", "impulses",
-        "processors", "rows", "table"}; each row: blocksize (0 = varying), blocks ("varying" or B), for each
-        path P in (measured = transform, bypass, processors): P_samples (the delay when all
+        "processors", "rows", "table"}; each row: blocksize (0 = varying), blocks ("varying" or
+        B), for each path P in (measured = transform, bypass, processors): P_samples (the delay when all
         impulses agree, else None), P_range ([min, max]), P_text; reported_samples,
         minimum_samples, algorithmic_samples and buffering_samples (the minimum's two parts),
         latency_ms (the minimum at cfg.audio.samplerate), passed, result ("ok" / "FAIL").
@@ -454,8 +454,9 @@ def bench(cfg, blocksizes: list[int], devices: list[str], seconds: float = 2.0,
     status = {name: {"available": p is None, "reason": p} for name, p in problems.items()}
     return {"devices": status, "smallest_safe_blocksize": safe, "blocksizes": list(blocksizes),
             "rows": rows, "samplerate": sr, "channels": channels, "seconds": seconds,
-            "frame_size": cfg.frame.size,
-            "hop": cfg.frame.hop, "synthesis_size": cfg.frame.synthesis_samples, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "frame_size": cfg.frame.size, "hop": cfg.frame.hop,
+            "synthesis_size": cfg.frame.synthesis_samples, "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "safe_fraction_of_budget": SAFE_BUDGET_FRACTION, "table": _table(columns, rows)}
 
 
