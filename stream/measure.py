@@ -147,8 +147,8 @@ def algorithmic(cfg, blocksizes: list[int]) -> dict:
     Returns:
         {"passed", "frame_size", "hop", "synthesis_size", "samplerate", "channels", "impulses",
         "processors", "rows", "table"}; each row: blocksize (0 = varying), blocks ("varying" or
-        B), for each path P in (measured = transform, bypass, processors): P_samples (the delay when all
-        impulses agree, else None), P_range ([min, max]), P_text; reported_samples,
+        B), for each path P in (measured = transform, bypass, processors): P_samples (the delay
+        when all impulses agree, else None), P_range ([min, max]), P_text; reported_samples,
         minimum_samples, algorithmic_samples and buffering_samples (the minimum's two parts),
         latency_ms (the minimum at cfg.audio.samplerate), passed, result ("ok" / "FAIL").
     """
