@@ -66,6 +66,13 @@ class FrameConfig:
     size: int = 512
     hop: int = 256
     window: str = "sqrt_hann"
+    synthesis_size: int | None = None
+
+    @property
+    def synthesis_samples(self) -> int:
+        """S in samples: the synthesis window's nonzero span at the end of the frame
+        (``synthesis_size``; null means the whole frame, ``size``)."""
+        return self.size if self.synthesis_size is None else self.synthesis_size
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,12 @@ def _latency(key, v):
     return _positive_float(key, v)
 
 
+def _optional_samples(key, v):
+    if v is None:
+        return v
+    return _int(1)(key, v)
+
+
 def _optional_path(key, v):
     if v is None or (isinstance(v, str) and v):
         return v
@@ -199,6 +212,7 @@ SCHEMA: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "size": _int(2, MAX_FRAME_SIZE),
         "hop": _int(1),
         "window": _choice(*windows.WINDOWS),
+        "synthesis_size": _optional_samples,
     },
     "model": {
         "coefficients": _int(1),
@@ -374,7 +388,10 @@ def _from_dict(data: dict, source: str) -> Config:
     if h > n or n % h:
         raise ConfigError(f"frame.hop = {h}: must divide frame.size ({n}); allowed: "
                           f"{_hop_suggestion(n, frame.window)}")
-    if not windows.reconstructs(frame.window, n, h):
+    problem = windows.synthesis_problem(n, h, frame.synthesis_samples)
+    if problem:
+        raise ConfigError(problem)
+    if not windows.reconstructs(frame.window, n, h, frame.synthesis_samples):
         raise ConfigError(f"frame.window = {frame.window!r} cannot reconstruct at hop {h} with "
                           f"size {n} (the overlapped windows vanish somewhere); use a smaller "
                           f"hop such as {n // 2}, or window: rectangular")

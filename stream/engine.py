@@ -7,8 +7,9 @@ stays constant for its whole life, bypass included.
 Data path per call, all channels as one batch::
 
     block (frames, C) float32 --> input queue (C, .) --> every ready frame at once, read in
-    place (F, C, N) --> encoder --> coefficients (F, C, M) --> processors --> decoder -->
-    overlap-add of F hops into the output queue --> block, ``latency_samples`` later
+    place (F, C, N) --> encoder --> coefficients (F, C, M) --> processors --> decoder (the
+    synthesis part: the last S samples of each frame) --> overlap-add of F hops into the
+    output queue --> block, ``latency_samples`` later
 
 The contract: what processors receive depends on the signal and the parameters only, not on
 how the signal was cut into calls, on the CPU or on the BLAS library (their encoder product is
@@ -99,20 +100,26 @@ class Engine:
             DCT pair; "off": always matrix products.
         backend: (keyword) "auto": numpy on CPU, torch elsewhere; "torch" on CPU runs the CUDA
             code path on the CPU (tests).
+        synthesis_size: (keyword) S in samples, the synthesis window's nonzero span at the end
+            of the frame (stream.windows: a multiple of H from 2H to N); None (default) = N,
+            the symmetric pair.
 
     Latency: ``latency_samples = algorithmic_latency_samples + buffering_latency_samples
-    + processor_latency_samples`` = (N - H) + (H - gcd(B, H)) + what the processors report
-    (0 for the built-ins); an impulse at input sample t comes out at t + latency_samples.
+    + processor_latency_samples`` = (S - H) + (H - gcd(B, H)) + what the processors report
+    (0 for the built-ins), S = N for symmetric pairs (stream.latency); an impulse at input
+    sample t comes out at t + latency_samples.
     ``transform`` names the transform in use ("matmul" or "dct") and ``transform_reason`` why.
     """
 
     def __init__(self, model: LearnedCosine, hop: int, window: str = "sqrt_hann",
                  blocksize: int = 0, channels: int = 1, processors=None,
                  samplerate: int = 48000, device: str | torch.device = "cpu", *,
-                 fast_path: str = "auto", backend: str = "auto"):
+                 fast_path: str = "auto", backend: str = "auto",
+                 synthesis_size: int | None = None):
         n = model.n
         if hop <= 0 or n % hop:
             raise ValueError(f"hop {hop} must divide the frame size {n}")
+        synthesis = n if synthesis_size is None else int(synthesis_size)
         if blocksize < 0 or channels < 1:
             raise ValueError("blocksize must be >= 0 and channels >= 1")
         if fast_path not in FAST_PATHS:
@@ -132,9 +139,10 @@ class Engine:
         self.processors = processors if processors is not None else processor_registry.build_chain([])
         self.processors.to(self.device)
         self.processors.prepare(samplerate, hop, model.m)
-        self._window_analysis, self._window_synthesis = window_pair(window, n, hop)
+        self._window_analysis, self._window_synthesis = window_pair(window, n, hop, synthesis)
+        self.synthesis_size = synthesis
 
-        self.algorithmic_latency_samples = lat.algorithmic_latency_samples(n, hop)
+        self.algorithmic_latency_samples = lat.algorithmic_latency_samples(n, hop, synthesis)
         self.buffering_latency_samples = lat.buffering_latency_samples(hop, blocksize)
         # what processors add (lookahead, say) delays the wet path; the dry path must match it
         self.processor_latency_samples = int(self.processors.latency_samples)
@@ -142,7 +150,8 @@ class Engine:
                                 + self.processor_latency_samples)
 
         args = (channels, n, model.m, hop, self.dtype, blocksize, self.processors)
-        self._kernel = NumpyKernel(*args) if backend == "numpy" else TorchKernel(*args, self.device)
+        self._kernel = (NumpyKernel(*args, synthesis_size=synthesis) if backend == "numpy"
+                        else TorchKernel(*args, self.device, synthesis_size=synthesis))
         self.backend = backend
         # walking the module tree for its parameters on every call costs more than comparing
         # their keys: the list is taken once (a parameter is changed in place, or its .data
@@ -169,14 +178,15 @@ class Engine:
                    channels=cfg.audio.channels if channels is None else channels,
                    processors=chain,
                    samplerate=cfg.audio.samplerate if samplerate is None else samplerate,
-                   device=resolve_device(device or cfg.model.device))
+                   device=resolve_device(device or cfg.model.device),
+                   synthesis_size=cfg.frame.synthesis_samples)
 
     # --- state ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Forget all signal history (as if freshly built); statistics restart at zero."""
-        self._kernel.reset(self.algorithmic_latency_samples, self.buffering_latency_samples,
-                           self.latency_samples)
+        self._kernel.reset(lat.input_prefill_samples(self.frame_size, self.hop),
+                           self.buffering_latency_samples, self.latency_samples)
         self.samples_in = 0
         self.nan_events = 0
         self.nan_samples = 0
@@ -191,10 +201,13 @@ class Engine:
                 "nan_samples": self.nan_samples, "processors": self.processors.stats()}
 
     def latency_report(self) -> dict:
-        """Latency in samples and ms, split into its algorithmic and buffering parts."""
+        """Latency in samples and ms, split into its algorithmic and buffering parts, with the
+        window spans it follows from (frame, hop, synthesis)."""
         ms = 1000.0 / self.samplerate
         return {"engine_samples": self.latency_samples,
                 "algorithmic_samples": self.algorithmic_latency_samples,
+                "frame_size": self.frame_size, "hop": self.hop,
+                "synthesis_size": self.synthesis_size,
                 "buffering_samples": self.buffering_latency_samples,
                 "processor_samples": self.processor_latency_samples,
                 "engine_ms": self.latency_samples * ms, "blocksize": self.blocksize,

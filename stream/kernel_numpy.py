@@ -6,14 +6,18 @@ Routes a call's frames take (each one earns its place by a number in benchmarks/
   two float32 BLAS products (a hop-split variant that read the queue in place and overlap-added
   inside the decoder's gemm measured no saving and was removed: benchmarks/README.md "routes");
 - no processors, DCT pair: windowing, pocketfft DCT-III and DCT-II in place, windowed
-  overlap-add, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in cache from window to
-  overlap-add), and for calls of two batches or more one contiguous range of frames per CPU in
-  worker threads (whole signals);
+  overlap-add of the synthesis part, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in
+  cache from window to overlap-add), and for calls of two batches or more one contiguous range
+  of frames per CPU in worker threads (whole signals);
 - processors: the coefficients the processors see come from the exact encoder
   (stream.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each row
   computed alone: the same bits for any batch), so they depend on the signal and the
   parameters only; then the processors, the decoder's product in float64 (or DCT-II, each
   frame alone again) and the overlap-add.
+
+Only the synthesis part of a decoded frame, its last S samples (S = synthesis_size, N for
+symmetric window pairs: stream.windows), reaches the overlap-add: the decoder's product computes
+just those S columns, the DCT path decodes all N and adds the last S.
 
 torch is touched only to hand the coefficients to the processors (``torch.from_numpy``: no copy).
 """
@@ -46,6 +50,8 @@ class NumpyKernel:
         dtype: the model's torch dtype (float32 or float64): every buffer uses it.
         blocksize: the engine's B (0 = varying), sizes the first buffers.
         processors: the engine's processor chain (models.processors.Chain).
+        synthesis_size: S, the samples of each decoded frame overlap-added (its last S; a
+            multiple of H; None = N).
     """
 
     name = "numpy"
@@ -54,14 +60,16 @@ class NumpyKernel:
     DCT_BATCH_FRAMES = 256
 
     def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
-                 blocksize: int, processors):
-        self.c, self.n, self.m, self.hop, self.r = channels, n, m, hop, n // hop
+                 blocksize: int, processors, synthesis_size: int | None = None):
+        self.c, self.n, self.m, self.hop = channels, n, m, hop
+        self.s = n if synthesis_size is None else synthesis_size
+        self.r = self.s // hop           # output hops each frame's synthesis part spans
         self.np_dtype = np.float64 if dtype == torch.float64 else np.float32
         self.processors = processors
         cap = initial_capacity(n, blocksize)
         # one input history serves the frames (reader) and the dry signal (second reader)
         self.inq = Queue(np.zeros((channels, cap), self.np_dtype), second_reader=True)
-        self.outq = Queue(np.zeros((channels, cap), self.np_dtype), pending=n - hop)
+        self.outq = Queue(np.zeros((channels, cap), self.np_dtype), pending=self.s - hop)
         self._alloc(max(1, -(-max(blocksize, 1) // hop)) + 1)
         self.kind = "matmul"
         self.dct = None
@@ -72,22 +80,24 @@ class NumpyKernel:
     def _alloc(self, count: int) -> None:
         self._frames_cap = count
         shape = (count, self.c, self.n)
-        self.fbuf = np.zeros(shape, self.np_dtype)      # windowed frames (DCT: and coefficients)
+        self.fbuf = np.zeros(shape, self.np_dtype)      # windowed frames (DCT: and decoded)
         self.cbuf = np.zeros((count, self.c, self.m), self.np_dtype)
-        self.dbuf = np.zeros(shape, self.np_dtype)      # decoded frames
-        # the processors' coefficients and their decoded frames in float64 (matrix path)
+        self.dbuf = np.zeros((count, self.c, self.s), self.np_dtype)   # decoded synthesis parts
+        # the processors' coefficients and their decoded synthesis parts in float64 (matrix path)
         self.cbuf64 = np.zeros((count * self.c, self.m))
-        self.dbuf64 = np.zeros((count * self.c, self.n))
+        self.dbuf64 = np.zeros((count * self.c, self.s))
 
     def set_transform(self, kind: str, enc_t: np.ndarray, dec: np.ndarray, wa: np.ndarray,
                       ws: np.ndarray) -> None:
-        """``kind`` "matmul" or "dct"; enc_t (N, M) and dec (M, N) with the windows folded in;
+        """``kind`` "matmul" or "dct"; enc_t (N, M) and dec (M, N) with the windows folded in
+        (only dec's last S columns are kept: the synthesis window is zero before them);
         wa, ws (N,) the windows (applied on their own on the DCT path)."""
         self.kind = kind
+        tail = self.n - self.s
         self.enc_t = np.ascontiguousarray(enc_t, self.np_dtype)
-        self.dec = np.ascontiguousarray(dec, self.np_dtype)
+        self.dec = np.ascontiguousarray(dec[:, tail:], self.np_dtype)
         self.wa = wa.astype(self.np_dtype)
-        self.ws_parts = ws.astype(self.np_dtype).reshape(self.r, self.hop)
+        self.ws_parts = ws[tail:].astype(self.np_dtype).reshape(self.r, self.hop)
         if kind == "dct" and self.dct is None:
             self.dct = ScipyDCT()
         self.exact = ExactEncoder(self.enc_t, self.np_dtype) if kind == "matmul" else None
@@ -130,11 +140,11 @@ class NumpyKernel:
             self._dct_batches(view, hops)
             o.end += count * hop
             return
-        decoded = self.dbuf[:count]
         if self.kind == "dct":
-            self._dct_frames(view, decoded)
+            decoded = self._dct_frames(view)
             window = self.ws_parts
         else:
+            decoded = self.dbuf[:count]
             self._matrix_frames(view, decoded)
             window = None              # folded into the decoder
         overlap_add(decoded.reshape(count, c, self.r, hop), hops, window)
@@ -143,7 +153,7 @@ class NumpyKernel:
     def _matrix_frames(self, view: np.ndarray, decoded: np.ndarray) -> None:
         count, rows = view.shape[0], view.shape[0] * self.c
         coeffs = self.cbuf[:count]
-        c2, d2 = coeffs.reshape(rows, self.m), decoded.reshape(rows, self.n)
+        c2, d2 = coeffs.reshape(rows, self.m), decoded.reshape(rows, self.s)
         if self.processors:
             # exact coefficients in, and a float64 decoder: one rounding to the model's dtype
             # per decoded sample, so outputs agree to its last bit or so however the signal was
@@ -159,7 +169,8 @@ class NumpyKernel:
         np.matmul(frames.reshape(rows, self.n), self.enc_t, out=c2)
         np.matmul(c2, self.dec, out=d2)
 
-    def _dct_frames(self, view: np.ndarray, decoded: np.ndarray) -> None:
+    def _dct_frames(self, view: np.ndarray) -> np.ndarray:
+        """The frames' decoded synthesis parts (F, C, S), a view of the frame buffer."""
         frames = self.fbuf[:view.shape[0]]
         np.multiply(view, self.wa, out=frames)
         self.dct.dct3(frames, frames)
@@ -169,7 +180,8 @@ class NumpyKernel:
             if not (result.ctypes.data == coeffs.ctypes.data and result.strides == coeffs.strides):
                 np.copyto(coeffs, result)
         frames[..., self.m:] = 0
-        self.dct.dct2(frames, decoded)
+        self.dct.dct2(frames, frames)
+        return frames[..., self.n - self.s:]
 
     def _dct_batches(self, view: np.ndarray, hops: np.ndarray) -> None:
         """The DCT path without processors for many frames: window, DCT-III, DCT-II in place
@@ -218,7 +230,7 @@ class NumpyKernel:
             if self.m < self.n:
                 frames[..., self.m:] = 0
             self.dct.dct2(frames, frames, threads=threads)
-            parts = frames.reshape(e - s, c, r, hop)
+            parts = frames[..., self.n - self.s:].reshape(e - s, c, r, hop)
             if shared_head and s == start:
                 rows = head[:, :e - s + r - 1]
                 rows[:, :r - 1] = 0

@@ -3,7 +3,8 @@
 Queues and buffers live on the device; on CUDA the host side uses pinned staging buffers and
 each call synchronises once. The transform is always the two matrix products (cuBLAS); with
 processors the encoder's product is the exact one (stream.exact), so processors see the same
-coefficients as on the CPU kernel's matrix path, bit for bit.
+coefficients as on the CPU kernel's matrix path, bit for bit. As there, the decoder computes
+only the synthesis part of each frame (its last S samples) for the overlap-add.
 """
 from __future__ import annotations
 
@@ -21,14 +22,18 @@ class TorchKernel:
     name = "torch"
 
     def __init__(self, channels: int, n: int, m: int, hop: int, dtype: torch.dtype,
-                 blocksize: int, processors, device: torch.device):
-        self.c, self.n, self.m, self.hop, self.r = channels, n, m, hop, n // hop
+                 blocksize: int, processors, device: torch.device,
+                 synthesis_size: int | None = None):
+        self.c, self.n, self.m, self.hop = channels, n, m, hop
+        self.s = n if synthesis_size is None else synthesis_size
+        self.r = self.s // hop           # output hops each frame's synthesis part spans
         self.dtype, self.device = dtype, device
         self.cuda = device.type == "cuda"
         self.processors = processors
         cap = initial_capacity(n, blocksize)
         self.inq = Queue(torch.zeros(channels, cap, dtype=dtype, device=device))
-        self.outq = Queue(torch.zeros(channels, cap, dtype=dtype, device=device), pending=n - hop)
+        self.outq = Queue(torch.zeros(channels, cap, dtype=dtype, device=device),
+                          pending=self.s - hop)
         # the dry signal stays on the host: bypass then costs no device round trip
         self.dry = Queue(np.zeros((channels, cap), np.float32))
         self._stage_cap = 0
@@ -55,7 +60,9 @@ class TorchKernel:
         np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
         enc_t = np.ascontiguousarray(enc_t, np_dtype)
         self.enc_t = torch.from_numpy(enc_t).to(self.device)
-        self.dec = torch.from_numpy(np.ascontiguousarray(dec, np_dtype)).to(self.device)
+        # the synthesis window is zero before the last S columns
+        dec = np.ascontiguousarray(dec[:, self.n - self.s:], np_dtype)
+        self.dec = torch.from_numpy(dec).to(self.device)
         self.exact = TorchExactEncoder(enc_t, self.dtype, self.device)
         self.dec64 = self.dec.to(torch.float64)
 

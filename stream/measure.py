@@ -142,17 +142,18 @@ def algorithmic(cfg, blocksizes: list[int]) -> dict:
 
     A row passes when every impulse on every channel comes out exactly
     ``engine.latency_samples`` late in the transform and bypass paths, and that equals
-    ``stream.latency.latency_samples(N, H, B)``.
+    ``stream.latency.latency_samples(N, H, B, S)`` (S = frame.synthesis_size: S - gcd(B, H)).
 
     Returns:
-        {"passed", "frame_size", "hop", "samplerate", "channels", "impulses", "processors",
-        "rows", "table"}; each row: blocksize (0 = varying), blocks ("varying" or B), for each
-        path P in (measured = transform, bypass, processors): P_samples (the delay when all
-        impulses agree, else None), P_range ([min, max]), P_text; reported_samples,
-        minimum_samples, latency_ms (the minimum at cfg.audio.samplerate), passed, result
-        ("ok" / "FAIL").
+        {"passed", "frame_size", "hop", "synthesis_size", "samplerate", "channels", "impulses",
+        "processors", "rows", "table"}; each row: blocksize (0 = varying), blocks ("varying" or
+        B), for each path P in (measured = transform, bypass, processors): P_samples (the delay
+        when all impulses agree, else None), P_range ([min, max]), P_text; reported_samples,
+        minimum_samples, algorithmic_samples and buffering_samples (the minimum's two parts),
+        latency_ms (the minimum at cfg.audio.samplerate), passed, result ("ok" / "FAIL").
     """
     n, hop, sr = cfg.frame.size, cfg.frame.hop, cfg.audio.samplerate
+    synthesis = cfg.frame.synthesis_samples
     bare = cfg.replace("processors=[]")
     rows = []
     for b in blocksizes:
@@ -169,13 +170,15 @@ def algorithmic(cfg, blocksizes: list[int]) -> dict:
         if cfg.processors:
             full = Engine.from_config(cfg, blocksize=b, samplerate=sr)
             chain = impulse_delays(run_blocks(full, signal, sizes), positions, window)
-        minimum = lat.latency_samples(n, hop, b)
+        minimum = lat.latency_samples(n, hop, b, synthesis)
         reported = int(engine.latency_samples)
         passed = set(wet) == set(dry) == {reported} and reported == minimum
         rows.append({"blocksize": b, "blocks": str(b) if b else "varying",
                      **_delay_fields("measured", wet), **_delay_fields("bypass", dry),
                      **_delay_fields("processors", chain),
                      "reported_samples": reported, "minimum_samples": minimum,
+                     "algorithmic_samples": lat.algorithmic_latency_samples(n, hop, synthesis),
+                     "buffering_samples": lat.buffering_latency_samples(hop, b),
                      "latency_ms": 1e3 * minimum / sr, "passed": passed,
                      "result": "ok" if passed else "FAIL"})
     columns = [("blocks", "blocksize", ""), ("measured_text", "measured", ""),
@@ -183,8 +186,11 @@ def algorithmic(cfg, blocksizes: list[int]) -> dict:
     if cfg.processors:
         columns.append(("processors_text", "with processors", ""))
     columns += [("reported_samples", "reported", "d"), ("minimum_samples", "minimum", "d"),
+                ("algorithmic_samples", "algorithmic", "d"),
+                ("buffering_samples", "buffering", "d"),
                 ("latency_ms", "ms", ".2f"), ("result", "result", "")]
     return {"passed": all(r["passed"] for r in rows), "frame_size": n, "hop": hop,
+            "synthesis_size": synthesis,
             "samplerate": sr, "channels": cfg.audio.channels, "impulses": len(positions),
             "processors": [dict(p) for p in cfg.processors], "rows": rows,
             "table": _table(columns, rows)}
@@ -448,8 +454,9 @@ def bench(cfg, blocksizes: list[int], devices: list[str], seconds: float = 2.0,
     status = {name: {"available": p is None, "reason": p} for name, p in problems.items()}
     return {"devices": status, "smallest_safe_blocksize": safe, "blocksizes": list(blocksizes),
             "rows": rows, "samplerate": sr, "channels": channels, "seconds": seconds,
-            "frame_size": cfg.frame.size,
-            "hop": cfg.frame.hop, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "frame_size": cfg.frame.size, "hop": cfg.frame.hop,
+            "synthesis_size": cfg.frame.synthesis_samples, "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "safe_fraction_of_budget": SAFE_BUDGET_FRACTION, "table": _table(columns, rows)}
 
 

@@ -33,11 +33,13 @@ class Queue:
         return self.end - self.start
 
     def reset(self, prefill: int, second_prefill: int = 0) -> None:
-        """Zeros queued: ``prefill`` for the reader, ``second_prefill`` (>= prefill) for the
-        second reader; the pending part is zero too."""
+        """Zeros queued: ``prefill`` for the reader, ``second_prefill`` for the second reader
+        (either may be the larger: a low-delay window pair's dry path is shorter than its
+        frame overlap); the pending part is zero too."""
         queued = max(prefill, second_prefill)
         self.buf[:, :queued + self.pending] = 0
-        self.start, self.end, self.second = queued - prefill, queued, 0
+        self.start, self.end = queued - prefill, queued
+        self.second = queued - second_prefill
 
     def ready_frames(self, frame_size: int, hop: int) -> int:
         """How many whole frames, one every ``hop`` samples from ``start``, are queued."""

@@ -112,7 +112,7 @@ def validation_snr_db(cfg, model, chain, signals, device) -> float:
     for data, samplerate in signals:
         engine = Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=0,
                         channels=data.shape[1], processors=chain, samplerate=samplerate,
-                        device=device)
+                        device=device, synthesis_size=cfg.frame.synthesis_samples)
         x = data.astype(np.float64)
         error = engine.render(data).astype(np.float64) - x
         signal_energy += float((x * x).sum())
@@ -274,7 +274,7 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
                                  device=device)
     except TrainingError as e:
         raise UserError(str(e)) from None
-    wa, ws = window_pair(cfg.frame.window, n, hop)
+    wa, ws = window_pair(cfg.frame.window, n, hop, cfg.frame.synthesis_samples)
     # the first file's rate for processor statistics (bitrate); training itself is rate-free
     chain.prepare(loaded[0][2], hop, model.m)
     offsets_before = frequency_offsets(model)

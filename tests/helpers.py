@@ -60,7 +60,8 @@ def make_engine(blocksize: int = 0, channels: int = 1, overrides=(), processors=
         perturb(model)
     chain = processors if processors is not None else registry.build_chain(cfg.processors)
     return Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=blocksize, channels=channels,
-                  processors=chain, samplerate=cfg.audio.samplerate, **kwargs)
+                  processors=chain, samplerate=cfg.audio.samplerate,
+                  synthesis_size=cfg.frame.synthesis_samples, **kwargs)
 
 
 def recording_chain(*specs, m: int = 512):

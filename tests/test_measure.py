@@ -116,8 +116,10 @@ def test_cli_algorithmic_prints_a_table_and_writes_json_and_plot(tmp_path):
     assert code == 0, stderr
     lines = stdout.splitlines()
     assert lines[0].split()[:3] == ["blocksize", "measured", "bypass"]
-    assert lines[2].split() == ["32", "480", "480", "480", "480", "10.00", "ok"]
-    assert lines[3].split() == ["varying", "511", "511", "511", "511", "10.65", "ok"]
+    # measured, bypass, reported, minimum, algorithmic, buffering, ms, result
+    assert lines[2].split() == ["32", "480", "480", "480", "480", "256", "224", "10.00", "ok"]
+    assert lines[3].split() == ["varying", "511", "511", "511", "511", "256", "255", "10.65",
+                                "ok"]
     data = json.loads(out.read_text())
     assert data["passed"] is True and [r["measured_samples"] for r in data["rows"]] == [480, 511]
     assert_png(png)
