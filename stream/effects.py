@@ -53,7 +53,7 @@ def _pedalboard():
     try:
         import pedalboard
     except ImportError:
-        raise EffectError(f"needs pedalboard, which is not installed; install it: "
+        raise EffectError(f": needs pedalboard, which is not installed; install it: "
                           f"{INSTALL_HINT}") from None
     return pedalboard
 
@@ -172,23 +172,23 @@ def check_spec(spec) -> dict:
 
     Built-ins are constructed (cheap) so that every parameter is checked as pedalboard checks
     it; an external plugin's file must exist (it is loaded when the engine is built).
-    Raises EffectError with one line of text, for the caller to prefix with ``pre[i].``.
+    Raises EffectError with one line of text, for the caller to prefix with ``pre[i]``.
     """
     if not isinstance(spec, Mapping) or not isinstance(spec.get("type"), str):
-        raise EffectError(f"{spec!r}: each stage is a mapping with a type, e.g. "
+        raise EffectError(f" = {spec!r}: each stage is a mapping with a type, e.g. "
                           f"{{type: pedalboard.Gain, gain_db: -6}}")
     if spec["type"] in EXTERNAL_TYPES:
-        _check_external(spec, "")
+        _check_external(spec, ".")
     else:
-        _build_builtin(spec, "")
+        _build_builtin(spec, ".")
     return dict(spec)
 
 
 def build(spec: Mapping):
     """The pedalboard plugin for one checked entry."""
     if spec["type"] in EXTERNAL_TYPES:
-        return _build_external(spec, "")
-    return _build_builtin(spec, "")
+        return _build_external(spec, ".")
+    return _build_builtin(spec, ".")
 
 
 class Stage:
@@ -257,7 +257,7 @@ class Stage:
             most = max(most, given - returned)
             if got == block and given >= PRIME_FRAMES + 2 * most + 4 * max(block, PROBE_BLOCK):
                 return most
-        raise EffectError(f"{self.name}: returned no steady output within {PROBE_LIMIT_S:g} s "
+        raise EffectError(f" ({self.name}): returned no steady output within {PROBE_LIMIT_S:g} s "
                           f"of audio; it cannot run on a stream")
 
     def reset(self) -> None:
@@ -325,6 +325,26 @@ def build_chain(specs, where: str) -> EffectChain:
         try:
             plugin = build(spec)
         except EffectError as e:
-            raise EffectError(f"{where}[{i}].{e}") from None
+            raise EffectError(f"{where}[{i}]{e}") from None
         stages.append(Stage(plugin, f"{where}[{i}] {spec['type']}"))
     return EffectChain(stages)
+
+
+class DelayLine:
+    """Delays (frames, channels) float32 blocks by ``latency_samples`` (the dry path of a
+    bypass when effect stages add their latency to the engine's)."""
+
+    def __init__(self, latency_samples: int, channels: int):
+        self.latency_samples, self.channels = latency_samples, channels
+        self.reset()
+
+    def reset(self) -> None:
+        self._held = np.zeros((self.latency_samples, self.channels), np.float32)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        if not self.latency_samples:
+            return block
+        frames = block.shape[0]
+        joined = np.concatenate([self._held, block])
+        self._held = joined[frames:]
+        return joined[:frames]
