@@ -183,6 +183,8 @@ def info(config_path, overrides, as_json):
                f"(algorithmic {lat['algorithmic_samples']} + buffering "
                f"{lat['buffering_samples']}"
                + (f" + processors {lat['processor_samples']}" if lat["processor_samples"] else "")
+               + (f" + pre {lat['pre_samples']}" if lat["pre_samples"] else "")
+               + (f" + post {lat['post_samples']}" if lat["post_samples"] else "")
                + ")")
     click.echo(f"transform: {data['transform']} ({data['transform_reason']})")
     if data["checkpoint"]:

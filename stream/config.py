@@ -19,6 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from models import processors as processor_registry
+from stream import effects
 from stream import windows
 from stream.errors import UserError
 
@@ -122,6 +123,8 @@ class Config:
     frame: FrameConfig = field(default_factory=FrameConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     processors: tuple = ()
+    pre: tuple = ()
+    post: tuple = ()
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     source: str = "configs/default.yaml"
@@ -131,6 +134,8 @@ class Config:
         d = asdict(self)
         d.pop("source")
         d["processors"] = [dict(p) for p in self.processors]
+        for where in STAGE_SECTIONS:
+            d[where] = [dict(p) for p in getattr(self, where)]
         return d
 
     def replace(self, *overrides: str) -> "Config":
@@ -228,7 +233,8 @@ SCHEMA: dict[str, dict[str, Callable[[str, Any], Any]]] = {
     },
     "control": {"osc": _osc},
 }
-SECTIONS = (*SCHEMA, "processors")
+STAGE_SECTIONS = ("pre", "post")      # time-domain effect stages (stream.effects)
+SECTIONS = (*SCHEMA, "processors", *STAGE_SECTIONS)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -414,7 +420,25 @@ def _from_dict(data: dict, source: str) -> Config:
             checked.append(processor_registry.check_spec(spec, n_coefficients=model.coefficients))
         except (ValueError, TypeError) as e:
             raise ConfigError(f"processors[{i}].{e}") from None
-    return Config(**sections, processors=tuple(checked), source=source)
+    stages = {where: _check_stages(where, data.get(where)) for where in STAGE_SECTIONS}
+    return Config(**sections, processors=tuple(checked), **stages, source=source)
+
+
+def _check_stages(where: str, specs) -> tuple:
+    """A ``pre``/``post`` list, each entry checked by stream.effects (pedalboard is imported
+    only when the list is not empty)."""
+    if specs is None:
+        return ()
+    if not isinstance(specs, list):
+        raise ConfigError(f"{where} = {specs!r}: must be a list such as "
+                          f"[{{type: pedalboard.Gain, gain_db: -6}}]")
+    checked = []
+    for i, spec in enumerate(specs):
+        try:
+            checked.append(effects.check_spec(spec))
+        except effects.EffectError as e:
+            raise ConfigError(f"{where}[{i}]{e}") from None
+    return tuple(checked)
 
 
 def _hop_suggestion(n: int, window: str) -> str:

@@ -39,6 +39,7 @@ from stream.errors import UserError
 from stream.kernel_numpy import NumpyKernel
 from stream.kernel_torch import TorchKernel
 from stream.dct import matrices_match
+from stream import effects
 from stream.windows import window_pair
 
 FAST_PATHS = ("auto", "off")
@@ -95,6 +96,8 @@ class Engine:
         channels: channel count C of every block.
         processors: ordered coefficient processors (models.processors.Chain).
         samplerate: Hz, for processor statistics (bitrate) and ms conversions.
+        pre, post: (keyword) time-domain stages (stream.effects.EffectChain) run on each block
+            before framing and after the overlap-add; None = none.
         device: torch device for the tensors; CUDA uses pinned host buffers.
         fast_path: (keyword) "auto": pocketfft's DCT on CPU whenever the model is exactly the
             DCT pair; "off": always matrix products.
@@ -105,9 +108,11 @@ class Engine:
             the symmetric pair.
 
     Latency: ``latency_samples = algorithmic_latency_samples + buffering_latency_samples
-    + processor_latency_samples`` = (S - H) + (H - gcd(B, H)) + what the processors report
-    (0 for the built-ins), S = N for symmetric pairs (stream.latency); an impulse at input
-    sample t comes out at t + latency_samples.
+    + processor_latency_samples + effects_latency_samples`` = (S - H) + (H - gcd(B, H)) + what
+    the processors report (0 for the built-ins) + the pre and post stages' delays, S = N for
+    symmetric pairs (stream.latency); an impulse at input sample t comes out at
+    t + latency_samples. Bypass passes the input through at the same latency, around the
+    stages too.
     ``transform`` names the transform in use ("matmul" or "dct") and ``transform_reason`` why.
     """
 
@@ -115,7 +120,7 @@ class Engine:
                  blocksize: int = 0, channels: int = 1, processors=None,
                  samplerate: int = 48000, device: str | torch.device = "cpu", *,
                  fast_path: str = "auto", backend: str = "auto",
-                 synthesis_size: int | None = None):
+                 synthesis_size: int | None = None, pre=None, post=None):
         n = model.n
         if hop <= 0 or n % hop:
             raise ValueError(f"hop {hop} must divide the frame size {n}")
@@ -146,8 +151,18 @@ class Engine:
         self.buffering_latency_samples = lat.buffering_latency_samples(hop, blocksize)
         # what processors add (lookahead, say) delays the wet path; the dry path must match it
         self.processor_latency_samples = int(self.processors.latency_samples)
-        self.latency_samples = (self.algorithmic_latency_samples + self.buffering_latency_samples
-                                + self.processor_latency_samples)
+        self.pre = pre if pre is not None else effects.EffectChain()
+        self.post = post if post is not None else effects.EffectChain()
+        for chain in (self.pre, self.post):
+            chain.prepare(samplerate, blocksize, channels)
+        self.effects_latency_samples = self.pre.latency_samples + self.post.latency_samples
+        # the kernel's own lag; the stages add theirs around it
+        self._kernel_latency_samples = (self.algorithmic_latency_samples
+                                        + self.buffering_latency_samples
+                                        + self.processor_latency_samples)
+        self.latency_samples = self._kernel_latency_samples + self.effects_latency_samples
+        self._staged = bool(len(self.pre) or len(self.post))
+        self._dry = effects.DelayLine(self.latency_samples if self._staged else 0, channels)
 
         args = (channels, n, model.m, hop, self.dtype, blocksize, self.processors)
         self._kernel = (NumpyKernel(*args, synthesis_size=synthesis) if backend == "numpy"
@@ -173,20 +188,27 @@ class Engine:
             chain = processor_registry.build_chain(cfg.processors)
         except (TypeError, ValueError) as e:      # a plugin's constructor, named in one line
             raise UserError(f"processors: {e}") from e
+        try:
+            stages = {where: effects.build_chain(getattr(cfg, where), where)
+                      for where in ("pre", "post")}
+        except effects.EffectError as e:
+            raise UserError(str(e)) from None
         return cls(model, cfg.frame.hop, cfg.frame.window,
                    blocksize=cfg.audio.blocksize if blocksize is None else blocksize,
                    channels=cfg.audio.channels if channels is None else channels,
                    processors=chain,
                    samplerate=cfg.audio.samplerate if samplerate is None else samplerate,
                    device=resolve_device(device or cfg.model.device),
-                   synthesis_size=cfg.frame.synthesis_samples)
+                   synthesis_size=cfg.frame.synthesis_samples, **stages)
 
     # --- state ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Forget all signal history (as if freshly built); statistics restart at zero."""
         self._kernel.reset(lat.input_prefill_samples(self.frame_size, self.hop),
-                           self.buffering_latency_samples, self.latency_samples)
+                           self.buffering_latency_samples, self._kernel_latency_samples)
+        for stage in (self.pre, self.post, self._dry):
+            stage.reset()
         self.samples_in = 0
         self.nan_events = 0
         self.nan_samples = 0
@@ -198,7 +220,8 @@ class Engine:
         """JSON-ready statistics since the last reset."""
         return {"calls": self.calls, "samples_in": self.samples_in,
                 "frames_processed": self.frames_processed, "nan_events": self.nan_events,
-                "nan_samples": self.nan_samples, "processors": self.processors.stats()}
+                "nan_samples": self.nan_samples, "processors": self.processors.stats(),
+                "effects": {"pre": self.pre.describe(), "post": self.post.describe()}}
 
     def latency_report(self) -> dict:
         """Latency in samples and ms, split into its algorithmic and buffering parts, with the
@@ -210,6 +233,7 @@ class Engine:
                 "synthesis_size": self.synthesis_size,
                 "buffering_samples": self.buffering_latency_samples,
                 "processor_samples": self.processor_latency_samples,
+                "pre_samples": self.pre.latency_samples, "post_samples": self.post.latency_samples,
                 "engine_ms": self.latency_samples * ms, "blocksize": self.blocksize,
                 "samplerate": self.samplerate}
 
@@ -289,7 +313,9 @@ class Engine:
             return out
         if parameter_key(self._params) != self._params_key:
             self._refresh()
-        if self._kernel.name == "torch":
+        if self._staged:
+            count = self._process_staged(block, out)
+        elif self._kernel.name == "torch":
             with torch.inference_mode():
                 count = self._kernel.process(block, out, self.bypass)
         else:
@@ -298,6 +324,21 @@ class Engine:
         self.frames_processed += count * self.channels
         self.calls += 1
         return out
+
+    def _process_staged(self, block: np.ndarray, out: np.ndarray) -> int:
+        """pre -> kernel -> post, with the input delayed alongside for bypass. Both paths run
+        on every call, so that bypass switches without a gap and the stages' state stays live."""
+        wet_in = self.pre.process(block)
+        wet_in = np.ascontiguousarray(wet_in)
+        if self._kernel.name == "torch":
+            with torch.inference_mode():
+                count = self._kernel.process(wet_in, out, False)
+        else:
+            count = self._kernel.process(wet_in, out, False)
+        wet = self.post.process(out)
+        dry = self._dry.process(block)
+        out[...] = dry if self.bypass else wet
+        return count
 
     # --- whole signals -------------------------------------------------------------------------
 
