@@ -15,6 +15,10 @@ Addresses (values as OSC arguments):
   checked by models.processors.check_spec exactly as the same value in a config; the
   processor is rebuilt with it (its statistics restart);
 - ``/processors/<index>/enabled`` int 0|1: a disabled processor passes its coefficients on;
+- ``/pre/<index>/<param>``, ``/post/<index>/<param>`` value: a parameter of an effect stage
+  (stream.effects; for a vst3 stage, one of its ``parameters``), checked as in a config by
+  building a stage with it off the audio thread; the callback sets it on the running plugin,
+  whose state goes on. A value that would change the stage's latency is refused;
 - ``/model/checkpoint`` string: a checkpoint for the config's model, switched in at a block
   boundary (Engine.prepare_model_swap: crossfaded by the frames' overlap, N - H samples);
 - ``/status``: answered by the session (current compute time, xruns, latency, levels);
@@ -35,9 +39,11 @@ import time
 import torch
 
 from models import processors as registry
+from stream import effects
 
 ADDRESSES = ("/bypass", "/bypass/toggle", "/processors/<index>/<param>",
-             "/processors/<index>/enabled", "/model/checkpoint", "/status", "/quit")
+             "/processors/<index>/enabled", "/pre/<index>/<param>", "/post/<index>/<param>",
+             "/model/checkpoint", "/status", "/quit")
 
 
 class Refused(Exception):
@@ -93,6 +99,8 @@ class Controls:
         self.quit = threading.Event()
         self.bypass_toggles = 0
         self.specs = [dict(s) for s in cfg.processors]
+        self.stage_specs = {where: [dict(s) for s in getattr(cfg, where)]
+                            for where in ("pre", "post")}
         self.enabled = [True] * len(self.specs)
         chain = engine.processors
         # the live processors, by index: rebuilt ones replace these (ModuleList keys are "0"..)
@@ -152,6 +160,8 @@ class Controls:
             return self._checkpoint(_one(address, args))
         if len(parts) == 3 and parts[0] == "processors":
             return self._processor(parts[1], parts[2], address, args)
+        if len(parts) == 3 and parts[0] in self.stage_specs:
+            return self._stage(parts[0], parts[1], parts[2], address, args)
         raise Refused(f"unknown address; allowed: {', '.join(ADDRESSES)}")
 
     def _toggle(self) -> None:
@@ -197,6 +207,42 @@ class Controls:
         self.specs[i], self._built[i] = checked, built
         live = built if self.enabled[i] else Disabled(built)
         return lambda: self._replace(key, live)
+
+    def _stage(self, where: str, index_text: str, param: str, address: str, args: list):
+        specs = self.stage_specs[where]
+        n = len(specs)
+        if not index_text.isdigit() or int(index_text) >= n:
+            raise Refused(f"no {where} stage {index_text!r}; allowed: an index in 0..{n - 1}"
+                          if n else f"the config has no {where} stages")
+        i = int(index_text)
+        value = _one(address, args)
+        spec = dict(specs[i])
+        if param == "type" or (spec["type"] in effects.EXTERNAL_TYPES and param != "parameters"
+                               and param in spec):
+            raise Refused(f"{where}[{i}].{param} cannot change while the stream runs; change "
+                          f"the config and restart")
+        if spec["type"] in effects.EXTERNAL_TYPES:
+            spec["parameters"] = dict(spec.get("parameters") or {}, **{param: value})
+        else:
+            spec[param] = value
+        e = self.engine
+        try:
+            checked = effects.check_spec(spec)
+            probe = effects.build_chain([checked], where)
+            probe.prepare(e.samplerate, e.blocksize, e.channels)
+        except effects.EffectError as err:
+            raise Refused(f"{where}[{i}]{err}") from None
+        running = getattr(e, where).stages[i]
+        if probe.latency_samples != running.latency_samples:
+            raise Refused(f"{where}[{i}].{param} = {value!r} changes the stage's latency "
+                          f"({running.latency_samples} -> {probe.latency_samples} samples); "
+                          f"restart with it")
+        specs[i] = checked
+        # the value as the plugin holds it (an enum member, a float): setting it in the
+        # callback is then one attribute store
+        converted = getattr(probe.stages[0].plugin, param)
+        plugin = running.plugin
+        return lambda: setattr(plugin, param, converted)
 
     def _replace(self, key: str, module) -> None:
         """In the callback: processor ``key`` becomes ``module``; the old one is retired."""

@@ -235,3 +235,39 @@ def test_evaluate_runs_the_stages(tmp_path):
     # half the level: the error is half the signal, 6.02 dB below it
     assert all(v > 120 for v in by_gain[0])
     assert all(abs(v - 6.02) < 0.01 for v in by_gain[-6.0206])
+
+
+# --- live control of a stage's parameter (stream.control, as the OSC server calls it) ----------
+
+def test_control_sets_a_stage_parameter_at_a_block_boundary():
+    import time
+
+    from stream.control import Controls
+
+    cfg = stream.load_config(overrides=[
+        "audio.blocksize=256", "audio.channels=1",
+        "pre=[{type: pedalboard.Gain, gain_db: 0}]",
+        "post=[{type: pedalboard.Resample, target_sample_rate: 16000}]"])
+    engine = Engine.from_config(cfg)
+    controls = Controls(engine, cfg, time.perf_counter_ns())
+    x = noise(256 * 40, 1, seed=11, level=0.5)
+    before = stream_blocks(engine, x, [256])
+    engine.reset()
+
+    entry = controls.handle("/pre/0/gain_db", (-6.0206,))
+    assert entry["result"] == "pending" and engine.pre.stages[0].plugin.gain_db == 0
+    controls.drain(callback=0, frame=0, now_ns=time.perf_counter_ns())
+    assert entry["result"] == "applied"
+    after = stream_blocks(engine, x, [256])
+    n = engine.latency_samples + 2000           # past the resampler's settling
+    assert np.abs(after[n:] - 0.5 * before[n:]).max() < 1e-4
+
+    refused = [controls.handle("/pre/0/gain_db", ("loud",)),
+               controls.handle("/pre/3/gain_db", (1.0,)),
+               controls.handle("/post/0/target_sample_rate", (8000.0,)),
+               controls.handle("/pre/0/type", ("pedalboard.Reverb",))]
+    assert [e["result"] for e in refused] == ["refused"] * 4
+    assert refused[0]["reason"] == "pre[0].gain_db = 'loud': must be a finite number"
+    assert refused[1]["reason"] == "no pre stage '3'; allowed: an index in 0..0"
+    assert "changes the stage's latency" in refused[2]["reason"]
+    assert not controls.pending
