@@ -655,20 +655,35 @@ def latency_bench(config_path, overrides, json_path, plot_path, overwrite, block
               help="Write a PNG of the loss curve (needs matplotlib).")
 @click.option("--save-every", type=click.IntRange(min=1), default=None, metavar="STEPS",
               help="Also write the checkpoint every STEPS steps (the best one so far).")
+@click.option("--objective", type=click.Choice(["mse", "rd"]), default="mse", show_default=True,
+              help="mse: reconstruction error; rd: error + rate-weight x bits, training a "
+                   "learned_quantize's steps and entropy model with the transform.")
+@click.option("--rate-weight", type=float, default=0.0, show_default=True, metavar="LAMBDA",
+              help="rd: weight of the rate, per bit per sample (larger: fewer bits).")
+@click.option("--stft-weight", type=float, default=0.0, show_default=True,
+              help="rd: weight of a multi-resolution STFT term in the distortion.")
+@click.option("--relaxation", type=click.Choice(["noise", "ste"]), default="noise",
+              show_default=True, help="rd: additive uniform noise or straight-through rounding.")
 @overwrite_option
 @handles_errors
 def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, seed, log_path,
-          plot_path, save_every, overwrite):
+          plot_path, save_every, objective, rate_weight, stft_weight, relaxation, overwrite):
     """Fit the transform's gains and frequencies to AUDIO files through the config's processors."""
     from stream.train import train_files
     cfg = load(config_path, overrides)
     result = train_files(cfg, list(audio), steps=steps, batch=batch, lr=lr, out_path=out_path,
                          val_path=val_path, seed=seed, log_path=log_path, plot_path=plot_path,
                          save_every=save_every, overwrite=overwrite,
-                         progress=progress_bar("train"))
+                         progress=progress_bar("train"), objective=objective,
+                         rate_weight=rate_weight, stft_weight=stft_weight,
+                         relaxation=relaxation)
     click.echo(f"validation SNR: {result['snr_before_db']:.2f} dB before, "
                f"{result['snr_after_db']:.2f} dB after ({result['steps']} steps, "
                f"{result['seconds_wall']:.1f} s)")
+    if result["kbps_before"] is not None:
+        click.echo(f"validation bitrate (kbps_entropy): {result['kbps_before']:.1f} kbps before, "
+                   f"{result['kbps_after']:.1f} kbps after; validation loss "
+                   f"{result['loss_before']:.4g} -> {result['loss_after']:.4g}")
     if result.get("kept") == "start":
         click.echo(f"training did not improve the validation SNR "
                    f"({result['snr_trained_db']:.2f} dB after the last step); the checkpoint "
