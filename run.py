@@ -187,7 +187,12 @@ def info(config_path, overrides, as_json):
     click.echo(f"transform: {data['transform']} ({data['transform_reason']})")
     if data["checkpoint"]:
         ck = data["checkpoint"]
-        click.echo(f"checkpoint {ck['path']}:")
+        click.echo(f"checkpoint {ck['path']} (format version {ck['format_version']}):")
+        for learned in ck["processors"]:
+            click.echo(f"  learned {learned['type']}: M={learned.get('coefficients')} steps "
+                       f"{learned.get('step_min', 0):.3g} .. {learned.get('step_max', 0):.3g} "
+                       f"(geometric mean {learned.get('step_geomean', 0):.3g}); used with "
+                       f"processors: [{{type: {learned['type']}}}]")
         click.echo(yaml.safe_dump({"metadata": ck["metadata"], "extra": ck["extra"]},
                                   sort_keys=False).rstrip())
     click.echo("config:")

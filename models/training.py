@@ -49,6 +49,11 @@ frequency steps of 1e-3 bins or less stop short (6.6 instead of 9 dB at M = N/2)
 bins come within 0.7 dB of the best, 0.3 bins loses 1.5 dB; the gains' step matters little
 (3e-3 to 3e-2). Half the gains' step puts the default (5e-3 bins) inside the good range."""
 
+ENTROPY_LR_RATIO = 5.0
+"""Entropy model learning rate / gain learning rate (rd): its means and scales are in symbols
+and its start is far from the coefficients' laws, so it moves faster than the transform; at
+the gains' rate its estimate lags the steps and overstates the rate for hundreds of steps."""
+
 MIN_FREQ_BINS = 0.01
 """Frequencies stay at least this many bins (of pi/N) inside (0, pi)."""
 
@@ -260,9 +265,12 @@ def train(model: LearnedCosine, processors, sampler: SegmentSampler, *,
     if not gains and not freqs:
         raise TrainingError("the model has no trainable parameters (all frozen): nothing to learn")
     lr_freq = lr * FREQ_LR_RATIO
-    own = [p for q in learned for p in q.parameters()] if objective == "rd" else []
+    rd = objective == "rd"
+    steps_own = [q.log_step for q in learned] if rd else []
+    entropy_own = [p for q in learned for p in q.entropy.parameters()] if rd else []
     groups = [{"params": gains, "lr": lr}, {"params": freqs, "lr": lr_freq},
-              {"params": own, "lr": lr}]
+              {"params": steps_own, "lr": lr},
+              {"params": entropy_own, "lr": lr * ENTROPY_LR_RATIO}]
     optimiser = torch.optim.Adam([g for g in groups if g["params"]])
     bounds = _frequency_bounds(model)
     start = frequency_offsets(model)
@@ -319,6 +327,6 @@ def _step(model, processors, learned, sampler, optimiser, bounds, start, generat
     squared = mse.item()
     return {"step": step, "loss": value,
             "snr_db": -10.0 * math.log10(squared) if squared > 0 else math.inf,
-            "rate_bits": None if rate is None else float(rate),
+            "rate_bits": None if rate is None else rate.item(),
             "lr": lr, "lr_freq": lr_freq,
             "freq_shift_bins": float((frequency_offsets(model) - start).abs().mean())}
