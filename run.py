@@ -518,10 +518,13 @@ def demo(config_path, overrides, out_dir, overwrite):
               help="Write a PNG of quality against kbps (needs matplotlib).")
 @click.option("--plot-metrics", default=None, metavar="NAME,...",
               help="Panels of --plot (default: pesq,visqol,snr_db).")
+@click.option("--at-kbps", default=None, metavar="KBPS,...",
+              help="Also print every curve's metrics interpolated at these bitrates (the "
+                   "codecs are encoded there too), e.g. 32,48,64.")
 @overwrite_option
 @handles_errors
 def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, content, json_path,
-             csv_path, plot_path, plot_metrics, overwrite):
+             csv_path, plot_path, plot_metrics, at_kbps, overwrite):
     """Measure what each setting costs in bits and in quality, next to real codecs.
 
     Renders every setting (each -c, each --sweep value) through the engine for every INPUT
@@ -535,6 +538,7 @@ def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, cont
     names = metric_lib.check_names(metric_names)
     codec_names = codec_lib.check_names(codecs)
     panels = quality_plot.check_names(plot_metrics)
+    targets = lab.parse_kbps(at_kbps)
     settings = lab.plan_settings(config_paths, sweeps, overrides)
     from stream.outputs import check_outputs as check, protected_paths
     protected = [p for s in settings for p in protected_paths(s["cfg"])]
@@ -546,8 +550,11 @@ def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, cont
         from stream.plots import _figure
         _figure()       # matplotlib missing: say so before the work
     result = lab.evaluate(lab.load_inputs(list(inputs), content), settings, names, codec_names,
-                          progress=progress_bar("evaluate"))
+                          progress=progress_bar("evaluate"), at_kbps=targets)
     print_table(result)
+    if result["at_kbps"]:
+        click.echo("\nat equal bitrates (interpolated in log kbps; - outside a curve's range):")
+        print_table({"table": result["at_kbps"]})
     if json_path:
         write_json(json_path, lab.json_data(result))
     if csv_path:

@@ -280,3 +280,24 @@ def test_render_and_live_give_the_same_output(trained, jack_server, tmp_path):
     live = recorded[delay:delay + signal.shape[0]]
     assert live.shape == rendered.shape
     assert np.abs(live - rendered).max() <= 1e-6, np.abs(live - rendered).max()
+
+
+# --- evaluate: curves read at equal bitrates ---------------------------------------------------------
+
+def test_curves_are_read_at_equal_bitrates_in_log_kbps():
+    from stream.evaluate import curves_at, parse_kbps
+    rows = [{"label": f"a {k}", "kind": "engine", "input": "x", "kbps": k, "pesq": v}
+            for k, v in ((20.0, 2.0), (80.0, 4.0))]
+    rows.append({"label": "opus 48 kbps", "kind": "codec", "input": "x", "kbps": 48.0,
+                 "pesq": 4.2})
+    result = {"rows": rows, "groups": {"a 20.0": "a", "a 80.0": "a", "opus 48 kbps": "opus"}}
+    table = curves_at(result, parse_kbps("40,10,48"), ("pesq",))
+    a, opus = table["rows"]
+    assert a["curve"] == "a" and a["pesq@40"] == pytest.approx(3.0)   # halfway in log kbps
+    assert a["pesq@10"] is None                                       # never extrapolated
+    assert opus["pesq@48"] == pytest.approx(4.2) and opus["pesq@40"] is None
+    assert [c[0] for c in table["columns"]] == ["curve", "input", "pesq@40", "pesq@10",
+                                                "pesq@48"]
+    from stream.errors import UserError
+    with pytest.raises(UserError, match="--at-kbps"):
+        parse_kbps("32,fast")
