@@ -674,8 +674,8 @@ def latency_bench(config_path, overrides, json_path, plot_path, overwrite, block
               help="rd: weight of the rate, per bit per sample (larger: fewer bits).")
 @click.option("--stft-weight", type=float, default=0.0, show_default=True,
               help="rd: weight of a multi-resolution STFT term in the distortion.")
-@click.option("--relaxation", type=click.Choice(["noise", "ste"]), default="noise",
-              show_default=True, help="rd: additive uniform noise or straight-through rounding.")
+@click.option("--relaxation", type=click.Choice(["ste", "noise"]), default="ste",
+              show_default=True, help="rd: straight-through rounding or additive uniform noise.")
 @overwrite_option
 @handles_errors
 def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, seed, log_path,

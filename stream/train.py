@@ -246,7 +246,7 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
                 log_path: str | None = None, plot_path: str | None = None,
                 save_every: int | None = None, overwrite: bool = False,
                 progress=None, objective: str = "mse", rate_weight: float = 0.0,
-                stft_weight: float = 0.0, relaxation: str = "noise") -> dict:
+                stft_weight: float = 0.0, relaxation: str = "ste") -> dict:
     """Train the config's model on audio files and write the checkpoint (and log, plot).
 
     Args:
@@ -271,7 +271,7 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         objective: "mse" (default) or "rd" (rate and quality; the config's processors must
             hold a learned_quantize). rate_weight: lambda >= 0 per bit per sample (rd).
             stft_weight: weight >= 0 of the MR-STFT term in the distortion (rd).
-            relaxation: "noise" or "ste", how the learned quantizer rounds in training (rd).
+            relaxation: "ste" (default) or "noise", how the learned quantizer rounds in training (rd).
     Returns:
         snr_before_db, snr_after_db (validation SNR through the engine of the starting and of
         the written model), snr_trained_db (of the model after the last step), kept
