@@ -461,8 +461,8 @@ def _with_state(model, learned, state: dict):
     other.load_state_dict(state["model"])
     procs = []
     for q, own in zip(learned, state["processors"]):
-        twin = copy.deepcopy(q)
-        twin.load_state_dict(own)
+        twin = type(q)(scale=q.scale)     # not a deepcopy: q may hold training's graph
+        twin.load_state(own)
         procs.append(twin)
     return other, procs
 

@@ -140,7 +140,7 @@ def test_rd_training_lowers_the_rate_and_the_validation_loss(tmp_path):
     out = tmp_path / "rd.pt"
     result = train_files(cfg, [audio], steps=80, batch=8, lr=2e-2, out_path=str(out),
                          objective="rd", rate_weight=0.05, relaxation="ste",
-                         log_path=str(tmp_path / "rd.csv"))
+                         log_path=str(tmp_path / "rd.csv"), save_every=40)
     rows = list(np.genfromtxt(tmp_path / "rd.csv", delimiter=",", names=True))
     first = np.mean([r["rate_bits"] for r in rows[:5]])
     last = np.mean([r["rate_bits"] for r in rows[-5:]])
