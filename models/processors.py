@@ -36,8 +36,8 @@ from models.plugins import (PLUGIN_FORM, Chain, Plugin, Processor, _Builtin, _ch
 from models.learned_quantize import LearnedQuantize
 from models.quantize import Quantize
 
-__all__ = ["Processor", "Quantize", "LearnedQuantize", "Band", "TopK", "Threshold", "Plugin", "Chain",
-           "REGISTRY", "check_spec", "build", "build_chain"]
+__all__ = ["Processor", "Quantize", "LearnedQuantize", "Band", "TopK", "Threshold", "Plugin",
+           "Chain", "REGISTRY", "check_spec", "build", "build_chain"]
 
 
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M

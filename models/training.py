@@ -133,11 +133,12 @@ class SegmentSampler:
 OBJECTIVES = ("mse", "rd")
 
 # Why ste is the default relaxation: straight-through rounding trains better than additive
-# uniform noise here: N = 512, M = N, H = 256, rate_weight 0.005, 300 steps of 16 segments of synthesised speech
-# (docs/training.md): validation loss 0.00813 (ste) against 0.00883 (noise) from 0.00966; on
-# held-out speech of another voice ste gains 0.09 PESQ over the DCT init at equal rate (68.8 kbps),
-# noise none (78 kbps). Noise trains the decoder on an error that rounding never makes (no zeros),
-# so its steps and entropy model fit a quantizer the engine does not run.
+# uniform noise here: N = 512, M = N, H = 256, rate_weight 0.005, 300 steps of 16 segments of
+# synthesised speech (docs/training.md): validation loss 0.00813 (ste) against 0.00883 (noise),
+# from 0.00966; on held-out speech of another voice ste gains 0.09 PESQ over the DCT init at
+# equal rate (68.8 kbps), noise none (78 kbps). Noise trains the decoder on an error that
+# rounding never makes (no zeros), so its steps and entropy model fit a quantizer the engine
+# does not run.
 
 STFT_RESOLUTIONS = ((0.5, 0.125), (1.0, 0.25), (2.0, 0.5))
 """(n_fft, hop) of mr_stft's resolutions as multiples of the frame size N: N/2, N and 2N points,

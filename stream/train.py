@@ -112,9 +112,10 @@ def validate(cfg, model, chain, signals, device, objective: str = "mse",
              rate_weight: float = 0.0, stft_weight: float = 0.0) -> dict:
     """The validation measures of the engine's output (rendered as `render` renders a file):
 
-    ``snr_db`` (10 log10(sum x^2 / sum (x - y)^2) over all their samples), ``kbps`` (the last quantizer's ``kbps_entropy`` pooled
-    over the signals by duration; None without a quantizer), ``bits_per_sample`` (the same
-    rate in bits per sample and channel) and ``loss``: for mse the error / signal energy
+    ``snr_db`` (10 log10(sum x^2 / sum (x - y)^2) over all their samples), ``kbps`` (the
+    last quantizer's ``kbps_entropy`` pooled over the signals by duration; None without a
+    quantizer), ``bits_per_sample`` (the same rate in bits per sample and channel) and
+    ``loss``: for mse the error / signal energy
     (10**(-snr_db/10)), for rd that plus ``stft_weight`` x mr_stft (mean over signals) plus
     ``rate_weight`` x bits_per_sample: the training objective, measured through the engine
     with real rounding and the symbols' empirical entropy.
@@ -271,7 +272,8 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         objective: "mse" (default) or "rd" (rate and quality; the config's processors must
             hold a learned_quantize). rate_weight: lambda >= 0 per bit per sample (rd).
             stft_weight: weight >= 0 of the MR-STFT term in the distortion (rd).
-            relaxation: "ste" (default) or "noise", how the learned quantizer rounds in training (rd).
+            relaxation: "ste" (default) or "noise", how the learned quantizer rounds in
+            training (rd).
     Returns:
         snr_before_db, snr_after_db (validation SNR through the engine of the starting and of
         the written model), snr_trained_db (of the model after the last step), kept
@@ -281,8 +283,9 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         seconds_wall (the whole call), checkpoint, log, plot, device, lr, lr_freq, batch, seed,
         final_loss (the last step's), kbps_before, kbps_after (the validation bitrate through
         the engine, kbps_entropy; None without a quantizer), loss_before, loss_after (the
-        validation loss, ``validate``), objective, rate_weight, freq_shift_bins (mean |w_after - w_before| in bins of
-        pi/N), files, validation, train_samples, validation_samples (samples of all channels)
+        validation loss, ``validate``), objective, rate_weight, freq_shift_bins (mean
+        |w_after - w_before| in bins of pi/N), files, validation, train_samples,
+        validation_samples (samples of all channels)
         and model (the written models.LearnedCosine, in eval mode on ``device``).
     Raises:
         UserError: bad input (no or unreadable files, files shorter than a frame, NaN or
