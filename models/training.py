@@ -22,13 +22,14 @@ its learned entropy model (models.entropy); the loss is
                                                      + stft_weight * mr_stft(output, input)
 
 with the rate in bits per input sample (bits of all F frames' symbols / (B F H); times the
-sample rate / 1000 it is kbit/s). Its step sizes and entropy model learn with the transform, at
-``lr``. With ``mse`` a learned quantizer's parameters stay as they are (no rate term would stop
+sample rate / 1000 it is kbit/s). Its step sizes learn with the transform at ``lr``, its
+entropy model at ``lr * ENTROPY_LR_RATIO``. With ``mse`` a learned quantizer's parameters stay as they are (no rate term would stop
 its steps from shrinking to nothing).
 
 Parameters: the gains a1..a4 (``first``/``rest`` of encoder and decoder) and the frequency
-offsets (``freq_offset_bins``, in units of pi/N). Adam with two parameter groups: the gains at
-``lr``, the frequencies at ``lr * FREQ_LR_RATIO``. After each step every frequency is clamped
+offsets (``freq_offset_bins``, in units of pi/N). Adam with a parameter group each: the gains
+at ``lr``, the frequencies at ``lr * FREQ_LR_RATIO`` (and for rd the steps and the entropy
+model, above). After each step every frequency is clamped
 into [eps, pi - eps], eps = ``MIN_FREQ_BINS`` * pi / N.
 """
 from __future__ import annotations
