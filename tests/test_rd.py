@@ -301,3 +301,20 @@ def test_curves_are_read_at_equal_bitrates_in_log_kbps():
     from stream.errors import UserError
     with pytest.raises(UserError, match="--at-kbps"):
         parse_kbps("32,fast")
+
+
+def test_render_reports_the_learned_quantizers_bitrates(trained, tmp_path):
+    wav = tmp_path / "in.wav"
+    sf.write(str(wav), synthesize_speech(48000, 1.0, seed=6, voice="high"), 48000,
+             subtype="FLOAT")
+    args = ["render", str(wav), str(tmp_path / "out.wav"), "--report", str(tmp_path / "r.json")]
+    for o in trained["overrides"]:
+        args += ["--set", o]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    from stream.evaluate import render_setting
+    signal, _ = sf.read(str(wav), dtype="float32", always_2d=True)
+    _, rates = render_setting(load_config(None, trained["overrides"]), signal, 48000)
+    assert report["bitrate_kbps"] == pytest.approx(rates["kbps_pooled"], rel=1e-9)
+    assert report["kbps_entropy"] == pytest.approx(rates["kbps_entropy"], rel=1e-9)
