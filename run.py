@@ -187,7 +187,8 @@ def info(config_path, overrides, as_json):
     click.echo(f"transform: {data['transform']} ({data['transform_reason']})")
     if data["checkpoint"]:
         ck = data["checkpoint"]
-        click.echo(f"checkpoint {ck['path']} (format version {ck['format_version']}):")
+        click.echo(f"checkpoint {ck['path']}:")
+        click.echo(f"  format version {ck['format_version']}")
         for learned in ck["processors"]:
             click.echo(f"  learned {learned['type']}: M={learned.get('coefficients')} steps "
                        f"{learned.get('step_min', 0):.3g} .. {learned.get('step_max', 0):.3g} "
