@@ -190,6 +190,12 @@ def info(config_path, overrides, as_json):
     if data["checkpoint"]:
         ck = data["checkpoint"]
         click.echo(f"checkpoint {ck['path']}:")
+        click.echo(f"  format version {ck['format_version']}")
+        for learned in ck["processors"]:
+            click.echo(f"  learned {learned['type']}: M={learned.get('coefficients')} steps "
+                       f"{learned.get('step_min', 0):.3g} .. {learned.get('step_max', 0):.3g} "
+                       f"(geometric mean {learned.get('step_geomean', 0):.3g}); used with "
+                       f"processors: [{{type: {learned['type']}}}]")
         click.echo(yaml.safe_dump({"metadata": ck["metadata"], "extra": ck["extra"]},
                                   sort_keys=False).rstrip())
     click.echo("config:")
@@ -522,10 +528,13 @@ def demo(config_path, overrides, out_dir, overwrite):
               help="Write a PNG of quality against kbps (needs matplotlib).")
 @click.option("--plot-metrics", default=None, metavar="NAME,...",
               help="Panels of --plot (default: pesq,visqol,snr_db).")
+@click.option("--at-kbps", default=None, metavar="KBPS,...",
+              help="Also print every curve's metrics interpolated at these bitrates (the "
+                   "codecs are encoded there too), e.g. 32,48,64.")
 @overwrite_option
 @handles_errors
 def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, content, json_path,
-             csv_path, plot_path, plot_metrics, overwrite):
+             csv_path, plot_path, plot_metrics, at_kbps, overwrite):
     """Measure what each setting costs in bits and in quality, next to real codecs.
 
     Renders every setting (each -c, each --sweep value) through the engine for every INPUT
@@ -539,6 +548,7 @@ def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, cont
     names = metric_lib.check_names(metric_names)
     codec_names = codec_lib.check_names(codecs)
     panels = quality_plot.check_names(plot_metrics)
+    targets = lab.parse_kbps(at_kbps)
     settings = lab.plan_settings(config_paths, sweeps, overrides)
     from stream.outputs import check_outputs as check, protected_paths
     protected = [p for s in settings for p in protected_paths(s["cfg"])]
@@ -550,8 +560,11 @@ def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, cont
         from stream.plots import _figure
         _figure()       # matplotlib missing: say so before the work
     result = lab.evaluate(lab.load_inputs(list(inputs), content), settings, names, codec_names,
-                          progress=progress_bar("evaluate"))
+                          progress=progress_bar("evaluate"), at_kbps=targets)
     print_table(result)
+    if result["at_kbps"]:
+        click.echo("\nat equal bitrates (interpolated in log kbps; - outside a curve's range):")
+        print_table({"table": result["at_kbps"]})
     if json_path:
         write_json(json_path, lab.json_data(result))
     if csv_path:
@@ -664,20 +677,35 @@ def latency_bench(config_path, overrides, json_path, plot_path, overwrite, block
               help="Write a PNG of the loss curve (needs matplotlib).")
 @click.option("--save-every", type=click.IntRange(min=1), default=None, metavar="STEPS",
               help="Also write the checkpoint every STEPS steps (the best one so far).")
+@click.option("--objective", type=click.Choice(["mse", "rd"]), default="mse", show_default=True,
+              help="mse: reconstruction error; rd: error + rate-weight x bits, training a "
+                   "learned_quantize's steps and entropy model with the transform.")
+@click.option("--rate-weight", type=float, default=0.0, show_default=True, metavar="LAMBDA",
+              help="rd: weight of the rate, per bit per sample (larger: fewer bits).")
+@click.option("--stft-weight", type=float, default=0.0, show_default=True,
+              help="rd: weight of a multi-resolution STFT term in the distortion.")
+@click.option("--relaxation", type=click.Choice(["ste", "noise"]), default="ste",
+              show_default=True, help="rd: straight-through rounding or additive uniform noise.")
 @overwrite_option
 @handles_errors
 def train(config_path, overrides, audio, steps, batch, lr, out_path, val_path, seed, log_path,
-          plot_path, save_every, overwrite):
+          plot_path, save_every, objective, rate_weight, stft_weight, relaxation, overwrite):
     """Fit the transform's gains and frequencies to AUDIO files through the config's processors."""
     from stream.train import train_files
     cfg = load(config_path, overrides)
     result = train_files(cfg, list(audio), steps=steps, batch=batch, lr=lr, out_path=out_path,
                          val_path=val_path, seed=seed, log_path=log_path, plot_path=plot_path,
                          save_every=save_every, overwrite=overwrite,
-                         progress=progress_bar("train"))
+                         progress=progress_bar("train"), objective=objective,
+                         rate_weight=rate_weight, stft_weight=stft_weight,
+                         relaxation=relaxation)
     click.echo(f"validation SNR: {result['snr_before_db']:.2f} dB before, "
                f"{result['snr_after_db']:.2f} dB after ({result['steps']} steps, "
                f"{result['seconds_wall']:.1f} s)")
+    if result["kbps_before"] is not None:
+        click.echo(f"validation bitrate (kbps_entropy): {result['kbps_before']:.1f} kbps before, "
+                   f"{result['kbps_after']:.1f} kbps after; validation loss "
+                   f"{result['loss_before']:.4g} -> {result['loss_after']:.4g}")
     if result.get("kept") == "start":
         click.echo(f"training did not improve the validation SNR "
                    f"({result['snr_trained_db']:.2f} dB after the last step); the checkpoint "

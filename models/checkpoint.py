@@ -2,6 +2,13 @@
 
 Written with torch.save and read with ``torch.load(weights_only=True)``: nothing but tensors
 and plain containers is ever unpickled.
+
+Format versions (``version`` in the payload; every version this code knows still loads):
+
+    1  format, version, metadata, extra, state_dict (the transform's parameters)
+    2  adds ``processors``: one entry per processor with learned state, in chain order,
+       ``{"type": "learned_quantize", "state_dict": {log_step, entropy.*}}`` (a checkpoint of a
+       model trained without one has an empty list, as version 1 implies)
 """
 from __future__ import annotations
 
@@ -14,19 +21,23 @@ import torch
 from models.transform import LearnedCosine
 
 FORMAT = "cosine-host-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+KNOWN_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the model it is loaded into."""
 
 
-def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None) -> None:
+def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None,
+                    processors=()) -> None:
     """Write the model's parameters and metadata atomically (temporary file, then rename).
 
     The file gets the permissions of the file it replaces, else those a plain ``open()`` would
     give (0o666 less the umask), like every other output (stream.files.atomic_path).
     extra: JSON-like metadata to keep alongside (training steps, SNR, ...).
+    processors: the chain trained with the model; the state of those with learned parameters
+        (``load_state``, the learned quantizer) is stored.
     """
     path = pathlib.Path(path)
     payload = {
@@ -35,6 +46,9 @@ def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None) -> No
         "metadata": model.metadata(),
         "extra": dict(extra or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "processors": [{"type": _type_name(p),
+                        "state_dict": {k: v.detach().cpu() for k, v in p.state_dict().items()}}
+                       for p in processors if _learned(p)],
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
@@ -68,6 +82,11 @@ def read_checkpoint(path) -> dict:
                               f"is it a file written by `train`?") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a cosine-host checkpoint")
+    if payload.get("version") not in KNOWN_VERSIONS:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version "
+                              f"{payload.get('version')!r}, this cosine-host reads versions "
+                              f"{', '.join(map(str, KNOWN_VERSIONS))}; update cosine-host")
+    payload.setdefault("processors", [])      # version 1: nothing learned besides the model
     return payload
 
 
@@ -100,3 +119,44 @@ def load_checkpoint(model: LearnedCosine, path) -> dict:
 def _config_key(meta_key: str) -> str:
     return {"frame_size": "frame.size", "coefficients": "model.coefficients",
             "init": "model.init", "decoder": "model.decoder"}[meta_key]
+
+
+def _learned(processor) -> bool:
+    return callable(getattr(processor, "load_state", None))
+
+
+def _type_name(processor) -> str:
+    from models.processors import REGISTRY
+    for name, cls in REGISTRY.items():
+        if type(processor) is cls:
+            return name
+    return type(processor).__name__
+
+
+def load_processors(chain, path) -> int:
+    """Load the checkpoint's learned processor state into ``chain`` in place; returns how many.
+
+    The chain's processors with learned state (``load_state``: the learned quantizer) take the
+    checkpoint's entries of the same type in order. Without a checkpoint (``path`` None) they
+    keep their initial state. Raises CheckpointError when the chain has more of them than the
+    checkpoint (a checkpoint not trained with the learned quantizer) or a state does not fit.
+    """
+    learned = [p for p in chain if _learned(p)]
+    if path is None or not learned:
+        return 0
+    entries = read_checkpoint(path)["processors"]
+    for i, processor in enumerate(learned):
+        name = _type_name(processor)
+        mine = [e for e in entries if e.get("type") == name]
+        index = sum(1 for p in learned[:i] if _type_name(p) == name)
+        if index >= len(mine):
+            raise CheckpointError(
+                f"the config's processors have {name} but checkpoint {str(path)!r} holds no "
+                f"learned state for it (trained without it); train with `train --objective rd`"
+                f" and that processor, or remove it from processors")
+        try:
+            processor.load_state(mine[index]["state_dict"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r}: the {name} state does not fit "
+                                  f"({' '.join(str(e).split())[:200]})") from None
+    return len(learned)

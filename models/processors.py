@@ -33,10 +33,11 @@ import torch
 
 from models.plugins import (PLUGIN_FORM, Chain, Plugin, Processor, _Builtin, _check_db,
                             _check_int, _Checked, check_plugin, construct, plain)
+from models.learned_quantize import LearnedQuantize
 from models.quantize import Quantize
 
-__all__ = ["Processor", "Quantize", "Band", "TopK", "Threshold", "Plugin", "Chain",
-           "REGISTRY", "check_spec", "build", "build_chain"]
+__all__ = ["Processor", "Quantize", "LearnedQuantize", "Band", "TopK", "Threshold", "Plugin",
+           "Chain", "REGISTRY", "check_spec", "build", "build_chain"]
 
 
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M
@@ -199,7 +200,8 @@ class Threshold(_Mask):
         return np.where(mask, coeffs, 0), int(np.count_nonzero(mask))
 
 
-REGISTRY: dict[str, type] = {"quantize": Quantize, "band": Band, "topk": TopK, "threshold": Threshold}
+REGISTRY: dict[str, type] = {"quantize": Quantize, "learned_quantize": LearnedQuantize,
+                              "band": Band, "topk": TopK, "threshold": Threshold}
 
 
 # ----------------------------------------------------------------------------- module API

@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from models import LearnedCosine, load_checkpoint
+from models import LearnedCosine, load_checkpoint, load_processors
 from models.cosine import parameter_key
 from models.checkpoint import CheckpointError
 from models import processors as processor_registry
@@ -83,6 +83,20 @@ def build_model(cfg) -> LearnedCosine:
         except CheckpointError as e:
             raise UserError(str(e)) from None
     return model
+
+
+def build_processors(cfg):
+    """The config's processor chain, with learned processor state (the learned quantizer's
+    steps) loaded from ``model.checkpoint`` when one is given (models.load_processors)."""
+    try:
+        chain = processor_registry.build_chain(cfg.processors)
+    except (TypeError, ValueError) as e:      # a plugin's constructor, named in one line
+        raise UserError(f"processors: {e}") from e
+    try:
+        load_processors(chain, cfg.model.checkpoint)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    return chain
 
 
 class Engine:
@@ -184,10 +198,7 @@ class Engine:
                     samplerate: int | None = None, device: str | None = None) -> "Engine":
         """Build from a stream.config.Config; arguments left None come from cfg.audio / cfg.model."""
         model = build_model(cfg)
-        try:
-            chain = processor_registry.build_chain(cfg.processors)
-        except (TypeError, ValueError) as e:      # a plugin's constructor, named in one line
-            raise UserError(f"processors: {e}") from e
+        chain = build_processors(cfg)
         try:
             stages = {where: effects.build_chain(getattr(cfg, where), where)
                       for where in ("pre", "post")}

@@ -9,6 +9,11 @@ quantizer of the chain (models.processors.Quantize.rates): ``kbps_fixed`` (no en
 compared at, is ``kbps_entropy`` for engine rows and the encoded file's bitrate for codec rows
 (stream.codecs, encoded near the engine rows' bitrates of the same input).
 
+``at_kbps`` reads every curve (a sweep, a config, a codec; per input) at chosen bitrates: each
+metric interpolated linearly in log kbps between the two rows that bracket the bitrate (None
+outside a curve's range, never extrapolated), the rate-distortion table of docs/evaluate.md;
+the codecs are then also encoded at those bitrates.
+
 Without INPUT files the built-in material is used: ``demo speech`` (stream.speech, mono) and
 ``demo music`` (stream.demo.synthesize_material, stereo), 4 s at 48 kHz each.
 """
@@ -166,11 +171,13 @@ def _row(label, kind, item, config, rates, values, notes) -> dict:
 
 
 def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
-             progress=None) -> dict:
-    """Measure every setting on every input, then each codec near the engine rows' bitrates.
+             progress=None, at_kbps=()) -> dict:
+    """Measure every setting on every input, then each codec near the engine rows' bitrates
+    (and at ``at_kbps``).
 
     Returns ``{"rows": [...], "inputs": [...], "metrics": {name: {package, version, mode}},
-    "table": {"columns", "rows"}, "groups": {label: curve name}}``.
+    "table": {"columns", "rows"}, "groups": {label: curve name}, "at_kbps": curves_at(...)
+    or None}``.
     """
     metric_lib.check_available(metric_names)
     total = len(inputs) * (len(settings) + len(codec_names))
@@ -206,7 +213,7 @@ def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
                 step()
                 continue
             for decoded, kbps, level, note in codec_lib.at_bitrates(signal, rate, codec,
-                                                                    targets):
+                                                                    [*targets, *at_kbps]):
                 label = codec if kbps is None else f"{codec} {kbps:.0f} kbps"
                 config = {"codec": codec, "compression_level": level,
                           "bitrate_mode": codec_lib.CODECS[codec][3]}
@@ -224,17 +231,72 @@ def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
                   "channels": int(i["signal"].shape[1]),
                   "seconds": i["signal"].shape[0] / i["samplerate"],
                   "content": "speech" if i["speech"] else "audio"} for i in inputs]
-    return {"rows": rows, "inputs": described, "metrics": metric_lib.describe(metric_names),
-            "table": {"columns": [c for c in COLUMNS if c[0] not in metric_lib.NAMES
-                                  or c[0] in metric_names], "rows": rows},
-            "groups": groups}
+    result = {"rows": rows, "inputs": described, "metrics": metric_lib.describe(metric_names),
+              "table": {"columns": [c for c in COLUMNS if c[0] not in metric_lib.NAMES
+                                    or c[0] in metric_names], "rows": rows},
+              "groups": groups}
+    result["at_kbps"] = curves_at(result, at_kbps, metric_names) if at_kbps else None
+    return result
+
+
+def parse_kbps(text: str | None) -> tuple[float, ...]:
+    """``"32,48,64"`` -> (32.0, 48.0, 64.0); None or empty: ()."""
+    if not text:
+        return ()
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        raise UserError(f"--at-kbps {text!r}: expected bitrates in kbit/s > 0, e.g. 32,48,64")
+    return values
+
+
+def curves_at(result: dict, targets, metric_names) -> dict:
+    """Every curve of ``result`` read at each target kbps: ``{"columns", "rows"}`` with one row
+    per curve (the group of its rows: a sweep, a config or a codec) and input, the column
+    ``"{metric}@{kbps}"`` per metric and target: linear in log kbps between the nearest rows
+    below and above the target (None outside the curve's range)."""
+    curves: dict[tuple, list] = {}
+    for row in result["rows"]:
+        if row["kbps"] is not None:
+            group = result["groups"].get(row["label"], row["label"])
+            curves.setdefault((group, row["input"]), []).append(row)
+    names = [n for n in metric_names if any(r.get(n) is not None for r in result["rows"])]
+    rows = []
+    for (group, source), members in curves.items():
+        out = {"curve": group, "input": source}
+        for name in names:
+            points = sorted((r["kbps"], r[name]) for r in members if r.get(name) is not None)
+            for target in targets:
+                out[f"{name}@{target:g}"] = _interpolate(points, target)
+        rows.append(out)
+    columns = [["curve", "curve", ""], ["input", "input", ""]] + [
+        [f"{n}@{t:g}", f"{n} @{t:g}", ".2f"] for n in names for t in targets]
+    return {"columns": columns, "rows": rows}
+
+
+def _interpolate(points, target: float):
+    """The value at ``target`` on the polyline of (kbps, value) ``points`` in log kbps."""
+    for (k0, v0), (k1, v1) in zip(points, points[1:]):
+        if k0 <= target <= k1:
+            if k1 == k0:
+                return float(v0)
+            t = (np.log(target) - np.log(k0)) / (np.log(k1) - np.log(k0))
+            return float(v0 + t * (v1 - v0))
+    if len(points) == 1 and points[0][0] == target:
+        return float(points[0][1])
+    return None
 
 
 # --- writing ----------------------------------------------------------------------------------
 
 def json_data(result: dict) -> dict:
-    """What ``--json`` writes: rows, inputs, metrics."""
-    return {"rows": result["rows"], "inputs": result["inputs"], "metrics": result["metrics"]}
+    """What ``--json`` writes: rows, inputs, metrics, and with --at-kbps ``at_kbps``."""
+    data = {"rows": result["rows"], "inputs": result["inputs"], "metrics": result["metrics"]}
+    if result.get("at_kbps"):
+        data["at_kbps"] = result["at_kbps"]["rows"]
+    return data
 
 
 def write_csv(path, result: dict) -> None:

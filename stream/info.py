@@ -23,7 +23,8 @@ def describe(cfg) -> dict:
     latency it implies at ``audio.blocksize``. With ``model.checkpoint``, ``checkpoint`` holds
     what the checkpoint stores besides its parameters: ``metadata`` (frame_size, coefficients,
     init, decoder, ...) and ``extra`` (what `train` recorded: steps, seed, lr, SNR before and
-    after, files, ...); else it is None."""
+    after, files, ...), ``format_version`` and ``processors`` (the learned processors it
+    carries, _learned_summary); else it is None."""
     engine = Engine.from_config(cfg)
     model = engine.model
     latency = engine.latency_report()
@@ -51,4 +52,18 @@ def checkpoint_info(path) -> dict:
     except CheckpointError as e:
         raise UserError(str(e)) from None
     return {"path": str(path), "format_version": payload.get("version"),
-            "metadata": payload.get("metadata", {}), "extra": payload.get("extra", {})}
+            "metadata": payload.get("metadata", {}), "extra": payload.get("extra", {}),
+            "processors": [_learned_summary(e) for e in payload["processors"]]}
+
+
+def _learned_summary(entry: dict) -> dict:
+    """A learned processor of a checkpoint in numbers: type, coefficients (M), and for the
+    learned quantizer its step sizes (coefficient units, scale 1): min, geometric mean, max."""
+    summary = {"type": entry.get("type")}
+    log_step = entry.get("state_dict", {}).get("log_step")
+    if log_step is not None and log_step.numel():
+        steps = torch.exp(log_step.to(torch.float64))
+        summary.update(coefficients=int(steps.numel()), step_min=float(steps.min()),
+                       step_geomean=float(torch.exp(log_step.to(torch.float64).mean())),
+                       step_max=float(steps.max()))
+    return summary

@@ -367,7 +367,8 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                         f"has {emitted} frames")
     if nan_samples:
         warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
-    quantizers = [p for p in final_stats["processors"] if p["type"] == "quantize"]
+    quantizers = [p for p in final_stats["processors"]
+                  if p["type"] in ("quantize", "learned_quantize")]
     seconds_audio = emitted / rate
     return {
         "input": str(input), "output": str(output),

@@ -21,9 +21,16 @@ VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010)
 BANDWIDTHS = (90, 110, 170)
 
 
+VOICES = {"low": (120.0, 1.0), "high": (210.0, 1.17)}
+"""Voices by name: (mean pitch in Hz, formant frequency scale). "low" is the default voice;
+"high" (a higher pitch and formants 17 % up, as a shorter vocal tract gives) is a different
+speaker for held-out tests."""
+
+
 def synthesize_speech(samplerate: int = SAMPLERATE, seconds: float = SECONDS,
-                      seed: int = 0) -> np.ndarray:
-    """Mono speech-like signal, float32 (frames, 1), peak 0.5."""
+                      seed: int = 0, voice: str = "low") -> np.ndarray:
+    """Mono speech-like signal, float32 (frames, 1), peak 0.5, in one of ``VOICES``."""
+    f0_hz, formant_scale = VOICES[voice]
     rng = np.random.default_rng(seed)
     frames = int(round(seconds * samplerate))
     out = np.zeros(frames)
@@ -46,18 +53,21 @@ def synthesize_speech(samplerate: int = SAMPLERATE, seconds: float = SECONDS,
         n = min(n, frames - pos)
         if n <= 0:
             break
-        out[pos:pos + n] += _syllable(n, samplerate, rng, VOWELS[names[rng.integers(5)]],
-                                      VOWELS[names[rng.integers(5)]], t0=pos / samplerate)
+        start = tuple(f * formant_scale for f in VOWELS[names[rng.integers(5)]])
+        end = tuple(f * formant_scale for f in VOWELS[names[rng.integers(5)]])
+        out[pos:pos + n] += _syllable(n, samplerate, rng, start, end, t0=pos / samplerate,
+                                      f0_hz=f0_hz)
         pos += n
         count += 1
     out *= 0.5 / max(np.abs(out).max(), 1e-9)
     return out.astype(np.float32)[:, None]
 
 
-def _syllable(n: int, samplerate: int, rng, start: tuple, end: tuple, t0: float) -> np.ndarray:
+def _syllable(n: int, samplerate: int, rng, start: tuple, end: tuple, t0: float,
+              f0_hz: float = 120.0) -> np.ndarray:
     """One voiced syllable of n samples: pulses through formants gliding from start to end."""
     t = np.arange(n) / samplerate
-    f0 = 120 * (1 + 0.15 * np.sin(2 * np.pi * 0.6 * (t0 + t))) * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))
+    f0 = f0_hz * (1 + 0.15 * np.sin(2 * np.pi * 0.6 * (t0 + t))) * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))
     phase = np.cumsum(f0 / samplerate)
     pulses = np.diff(np.floor(phase), prepend=0.0)   # one impulse per period
     # glottal pulse shape: a short decaying pulse, lowpassed

@@ -5,6 +5,12 @@ no resampling), holds out the last 10 % of each file for validation unless ``val
 given, trains with models.training (the engine's chain with differentiable ops) and measures
 the validation SNR through the real streaming engine (stream.engine.Engine.render) before and
 after. ``model.checkpoint`` in the config is a starting point: training continues from it.
+
+With ``objective="rd"`` the chain's learned quantizer trains with the transform for rate and
+quality (models.training); validation then also measures the bitrate of the engine's symbols
+(the learned quantizer's per-band entropy, ``kbps_entropy``, as `evaluate` reports it) and keeps
+the parameters with the lowest validation loss (error / signal energy + stft_weight x MR-STFT +
+rate_weight x bits per sample); the checkpoint stores the learned steps and entropy model.
 """
 from __future__ import annotations
 
@@ -21,12 +27,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from models import processors as processor_registry
 from models import read_checkpoint, save_checkpoint
 from models.checkpoint import CheckpointError
-from models.training import (FREQ_LR_RATIO, SegmentSampler, TrainingError, frequency_offsets,
-                             train)
-from stream.engine import Engine, build_model, resolve_device
+from models.learned_quantize import RELAXATIONS
+from models.training import (FREQ_LR_RATIO, OBJECTIVES, SegmentSampler, TrainingError,
+                             frequency_offsets, learned_processors, mr_stft, train)
+from stream.engine import Engine, build_model, build_processors, resolve_device
 from stream.errors import UserError
 from stream.files import atomic_path
 from stream.outputs import check_outputs, protected_paths
@@ -43,7 +49,8 @@ decoder), 300 dB in float64."""
 MATPLOTLIB_MISSING = ("--plot needs matplotlib, which is not installed: pip install matplotlib "
                       "(or pip install '.[plots]'), or leave --plot out")
 
-LOG_COLUMNS = ("step", "loss", "snr_db", "lr", "lr_freq", "freq_shift_bins", "seconds")
+LOG_COLUMNS = ("step", "loss", "snr_db", "rate_bits", "lr", "lr_freq", "freq_shift_bins",
+               "seconds")
 
 
 def read_audio(path: str) -> tuple[np.ndarray, int]:
@@ -101,28 +108,59 @@ def _load(paths, frame_size: int) -> list[tuple[str, np.ndarray, int]]:
     return loaded
 
 
-def validation_snr_db(cfg, model, chain, signals, device) -> float:
-    """SNR in dB of the engine's output against its input, pooled over ``signals``.
+def validate(cfg, model, chain, signals, device, objective: str = "mse",
+             rate_weight: float = 0.0, stft_weight: float = 0.0) -> dict:
+    """The validation measures of the engine's output (rendered as `render` renders a file):
 
-    signals: (float32 (frames, channels) array, samplerate in Hz) pairs, each rendered as a
-    whole file is rendered (stream.engine.Engine.render: latency removed, zeros before and
-    after). SNR = 10 log10(sum x^2 / sum (x - y)^2) over all their samples.
+    ``snr_db`` (10 log10(sum x^2 / sum (x - y)^2) over all their samples), ``kbps`` (the
+    last quantizer's ``kbps_entropy`` pooled over the signals by duration; None without a
+    quantizer), ``bits_per_sample`` (the same rate in bits per sample and channel) and
+    ``loss``: for mse the error / signal energy
+    (10**(-snr_db/10)), for rd that plus ``stft_weight`` x mr_stft (mean over signals) plus
+    ``rate_weight`` x bits_per_sample: the training objective, measured through the engine
+    with real rounding and the symbols' empirical entropy.
     """
-    signal_energy = error_energy = 0.0
+    from models.processors import Quantize
+    signal_energy = error_energy = stft = bits = seconds = samples = 0.0
     for data, samplerate in signals:
         engine = Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=0,
                         channels=data.shape[1], processors=chain, samplerate=samplerate,
                         device=device, synthesis_size=cfg.frame.synthesis_samples)
+        out = np.empty_like(data)
+        pieces = engine.render_chunks(iter([data]), data.shape[0], out=out)
+        rates = None
+        try:
+            quantizers = [p for p in engine.processors if isinstance(p, Quantize)]
+            for _ in pieces:
+                # read at every piece: after the last one render_chunks resets the statistics
+                rates = quantizers[-1].rates() if quantizers else None
+        finally:
+            pieces.close()
         x = data.astype(np.float64)
-        error = engine.render(data).astype(np.float64) - x
+        error = out.astype(np.float64) - x
         signal_energy += float((x * x).sum())
         error_energy += float((error * error).sum())
+        duration = data.shape[0] / samplerate
+        if rates is not None:
+            bits += rates["kbps_entropy"] * 1000.0 * duration
+        seconds += duration
+        samples += data.size
+        if objective == "rd" and stft_weight:
+            stft += float(mr_stft(torch.from_numpy(out.T.astype(np.float64)),
+                                  torch.from_numpy(data.T.astype(np.float64)),
+                                  cfg.frame.size)) * data.size
     if signal_energy == 0.0:
         raise UserError("the validation audio (--val, else the last 10 % of each file) is "
                         "silent, every sample is 0; give --val FILE with sound in it")
-    if error_energy == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal_energy / error_energy)
+    ratio = error_energy / signal_energy
+    snr = math.inf if ratio == 0.0 else -10.0 * math.log10(ratio)
+    quantized = any(isinstance(p, Quantize) for p in chain)
+    per_sample = bits / samples if quantized else None
+    loss = ratio
+    if objective == "rd":
+        loss += stft_weight * stft / samples + rate_weight * (per_sample or 0.0)
+    return {"snr_db": snr, "kbps": bits / seconds / 1000.0 if quantized else None,
+            "bits_per_sample": per_sample, "loss": loss}
 
 
 def _step_reporter(progress, total: int):
@@ -208,7 +246,8 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
                 out_path: str = "model.pt", val_path: str | None = None, seed: int = 0,
                 log_path: str | None = None, plot_path: str | None = None,
                 save_every: int | None = None, overwrite: bool = False,
-                progress=None) -> dict:
+                progress=None, objective: str = "mse", rate_weight: float = 0.0,
+                stft_weight: float = 0.0, relaxation: str = "ste") -> dict:
     """Train the config's model on audio files and write the checkpoint (and log, plot).
 
     Args:
@@ -230,6 +269,11 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         overwrite: replace existing outputs (stream.outputs.check_outputs).
         progress: progress(done_steps, total_steps) or None; called after every step, with
             ``note=`` "loss ... (... dB)" when it takes that keyword.
+        objective: "mse" (default) or "rd" (rate and quality; the config's processors must
+            hold a learned_quantize). rate_weight: lambda >= 0 per bit per sample (rd).
+            stft_weight: weight >= 0 of the MR-STFT term in the distortion (rd).
+            relaxation: "ste" (default) or "noise", how the learned quantizer rounds in
+            training (rd).
     Returns:
         snr_before_db, snr_after_db (validation SNR through the engine of the starting and of
         the written model), snr_trained_db (of the model after the last step), kept
@@ -237,8 +281,11 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         keeps the starting parameters), kept_step (the step whose parameters were written: 0 =
         the start, else the last step or a --save-every step that validated better), steps,
         seconds_wall (the whole call), checkpoint, log, plot, device, lr, lr_freq, batch, seed,
-        final_loss (the last step's), freq_shift_bins (mean |w_after - w_before| in bins of
-        pi/N), files, validation, train_samples, validation_samples (samples of all channels)
+        final_loss (the last step's), kbps_before, kbps_after (the validation bitrate through
+        the engine, kbps_entropy; None without a quantizer), loss_before, loss_after (the
+        validation loss, ``validate``), objective, rate_weight, freq_shift_bins (mean
+        |w_after - w_before| in bins of pi/N), files, validation, train_samples,
+        validation_samples (samples of all channels)
         and model (the written models.LearnedCosine, in eval mode on ``device``).
     Raises:
         UserError: bad input (no or unreadable files, files shorter than a frame, NaN or
@@ -253,16 +300,29 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
     audio_paths = list(audio_paths)
     if not audio_paths:
         raise UserError("no audio files given; name one or more, e.g. run.py train speech.wav")
+    _check_objective(objective, rate_weight, stft_weight, relaxation)
     _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path, overwrite)
     n, hop = cfg.frame.size, cfg.frame.hop
     device = resolve_device(cfg.model.device)
     model = build_model(cfg)
-    chain = processor_registry.build_chain(cfg.processors)
+    chain = build_processors(cfg)
+    learned = learned_processors(chain)
+    if objective == "rd" and not learned:
+        raise UserError("--objective rd trains a learned quantizer with the transform, and the "
+                        "config has none: add it, e.g. --set 'processors=[{type: "
+                        "learned_quantize}]'")
     loaded = _load(audio_paths, n)
     train_signals, validation = _split(loaded, _load([val_path], n) if val_path else None)
+    # the first file's rate for processor statistics (bitrate)
+    chain.prepare(loaded[0][2], hop, model.m)
 
-    snr_before = validation_snr_db(cfg, model, chain, validation, device)
-    if snr_before >= PERFECT_SNR_DB:
+    def measure() -> dict:
+        return validate(cfg, model, chain, validation, device, objective, rate_weight,
+                        stft_weight)
+
+    before = measure()
+    snr_before = before["snr_db"]
+    if objective == "mse" and snr_before >= PERFECT_SNR_DB:
         kinds = ", ".join(p["type"] for p in cfg.processors) or "none"
         raise UserError(
             f"nothing to learn: the config already reconstructs the validation audio at "
@@ -275,8 +335,6 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
     except TrainingError as e:
         raise UserError(str(e)) from None
     wa, ws = window_pair(cfg.frame.window, n, hop, cfg.frame.synthesis_samples)
-    # the first file's rate for processor statistics (bitrate); training itself is rate-free
-    chain.prepare(loaded[0][2], hop, model.m)
     offsets_before = frequency_offsets(model)
     on_step = _step_reporter(progress, steps)
 
@@ -286,34 +344,46 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
     lr_freq = lr * FREQ_LR_RATIO
 
     def snapshot() -> dict:
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"model": _clone(model.state_dict()),
+                "processors": [_clone(q.state_dict()) for q in learned]}
 
-    # the best validated parameters so far (the start, then --save-every steps) and the
-    # parameters after the last finished step
-    best = {"step": 0, "snr": snr_before, "state": snapshot()}
+    def restore(state: dict) -> None:
+        model.load_state_dict(state["model"])
+        for q, own in zip(learned, state["processors"]):
+            q.load_state_dict(own)
+
+    # the best validated parameters so far (the start, then --save-every steps; lowest
+    # validation loss) and the parameters after the last finished step
+    best = {"step": 0, "snr": snr_before, "loss": before["loss"], "kbps": before["kbps"],
+            "state": snapshot()}
     last = {"step": 0, "state": best["state"]}
     rows: list[dict] = []
 
     def write_checkpoint(state: dict, step: int, snr_after: float, snr_trained: float,
                          interrupted: str | None = None) -> None:
         kept = "start" if step == 0 else "trained"
-        source = model if state is None else _with_state(model, state)
+        source, procs = (model, learned) if state is None else _with_state(model, learned, state)
         with _writing("--out", out_path):
             # no wall time in it: the same seed and inputs give a byte-identical checkpoint
-            save_checkpoint(source, out_path, extra={
+            save_checkpoint(source, out_path, processors=procs, extra={
                 "steps": steps, "steps_done": len(rows), "kept_step": step, "seed": seed,
                 "lr": lr, "lr_freq": lr_freq, "batch": batch, "snr_before_db": snr_before,
                 "snr_after_db": snr_after, "snr_trained_db": snr_trained, "kept": kept,
                 "freq_shift_bins": _shift(source, offsets_before), "files": files,
                 "validation": held_out, "hop": hop, "window": cfg.frame.window,
-                "processors": [dict(p) for p in cfg.processors], "interrupted": interrupted})
+                "processors": [dict(p) for p in cfg.processors], "interrupted": interrupted,
+                "objective": objective, "rate_weight": rate_weight, "stft_weight": stft_weight,
+                "relaxation": relaxation if objective == "rd" else None,
+                "kbps_before": before["kbps"], "kbps_after": best["kbps"],
+                "loss_before": before["loss"], "loss_after": best["loss"]})
 
     def periodic_save(step: int) -> None:
-        snr = validation_snr_db(cfg, model, chain, validation, device)
+        now = measure()
         model.train()          # the engine put it in eval mode
-        if snr >= best["snr"]:
-            best.update(step=step, snr=snr, state=last["state"])
-        write_checkpoint(best["state"], best["step"], best["snr"], snr)
+        if now["loss"] <= best["loss"]:
+            best.update(step=step, snr=now["snr_db"], loss=now["loss"], kbps=now["kbps"],
+                        state=last["state"])
+        write_checkpoint(best["state"], best["step"], best["snr"], now["snr_db"])
 
     log = None
     if log_path:
@@ -336,11 +406,13 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
     interrupted = None
     try:
         train(model, chain, sampler, window_analysis=wa, window_synthesis=ws, hop=hop,
-              steps=steps, batch=batch, lr=lr, seed=seed, on_step=log_step)
+              steps=steps, batch=batch, lr=lr, seed=seed, on_step=log_step,
+              objective=objective, rate_weight=rate_weight, stft_weight=stft_weight,
+              relaxation=relaxation)
     except KeyboardInterrupt as e:
         # parameters mid-step may be half updated: go back to the last finished step
         interrupted = e
-        model.load_state_dict(last["state"])
+        restore(last["state"])
         model.eval()
     except TrainingError as e:
         raise UserError(str(e)) from None
@@ -348,13 +420,14 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         if log is not None:
             log.close()
 
-    snr_trained = (validation_snr_db(cfg, model, chain, validation, device) if last["step"]
-                   else snr_before)
+    trained = measure() if last["step"] else before
+    snr_trained = trained["snr_db"]
     # Model selection on the validation audio: where training cannot gain (e.g. M = N through a
     # quantizer, +-0.04 dB of noise) it must not leave a worse model than it started from.
-    if snr_trained >= best["snr"]:
-        best.update(step=last["step"], snr=snr_trained, state=last["state"])
-    model.load_state_dict(best["state"])
+    if trained["loss"] <= best["loss"]:
+        best.update(step=last["step"], snr=snr_trained, loss=trained["loss"],
+                    kbps=trained["kbps"], state=last["state"])
+    restore(best["state"])
     snr_after = best["snr"]
     kept = "start" if best["step"] == 0 else "trained"
     shift = _shift(model, offsets_before)
@@ -376,17 +449,43 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
             "steps": steps, "seconds_wall": time.monotonic() - started,
             "checkpoint": str(out_path), "log": log_path, "plot": plot_path,
             "device": str(device), "lr": lr, "lr_freq": rows[-1]["lr_freq"], "batch": batch,
-            "seed": seed, "final_loss": rows[-1]["loss"],
+            "seed": seed, "final_loss": rows[-1]["loss"], "objective": objective,
+            "rate_weight": rate_weight, "kbps_before": before["kbps"], "kbps_after": best["kbps"],
+            "loss_before": before["loss"], "loss_after": best["loss"],
             "freq_shift_bins": shift, "files": files, "validation": held_out,
             "train_samples": sum(int(s.numel()) for s in train_signals),
             "validation_samples": sum(int(d.size) for d, _ in validation), "model": model}
 
 
-def _with_state(model, state: dict):
-    """A copy of ``model`` holding ``state`` (the model itself is left as it is)."""
+def _with_state(model, learned, state: dict):
+    """Copies of ``model`` and the ``learned`` processors holding ``state`` (a snapshot of
+    both); the originals are left as they are."""
     other = copy.deepcopy(model)
-    other.load_state_dict(state)
-    return other
+    other.load_state_dict(state["model"])
+    procs = []
+    for q, own in zip(learned, state["processors"]):
+        twin = type(q)(scale=q.scale)     # not a deepcopy: q may hold training's graph
+        twin.load_state(own)
+        procs.append(twin)
+    return other, procs
+
+
+def _clone(state: dict) -> dict:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _check_objective(objective: str, rate_weight: float, stft_weight: float,
+                     relaxation: str) -> None:
+    if objective not in OBJECTIVES:
+        raise UserError(f"--objective {objective!r}: allowed: {' | '.join(OBJECTIVES)}")
+    if relaxation not in RELAXATIONS:
+        raise UserError(f"--relaxation {relaxation!r}: allowed: {' | '.join(RELAXATIONS)}")
+    for flag, value in (("--rate-weight", rate_weight), ("--stft-weight", stft_weight)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} {value!r}: must be a finite number >= 0")
+    if objective == "mse" and (rate_weight or stft_weight):
+        raise UserError("--rate-weight and --stft-weight belong to --objective rd; add "
+                        "--objective rd or leave them out")
 
 
 def _shift(model, offsets_before) -> float:
