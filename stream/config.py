@@ -408,36 +408,30 @@ def _from_dict(data: dict, source: str) -> Config:
     check_memory(n, model.coefficients, blocksize=audio.blocksize, channels=audio.channels,
                  dtype=model.dtype)
 
-    procs = data.get("processors")
-    if procs is None:
-        procs = []
-    if not isinstance(procs, list):
-        raise ConfigError(f"processors = {procs!r}: must be a list such as "
-                          f"[{{type: quantize, bits: 8}}]")
-    checked = []
-    for i, spec in enumerate(procs):
-        try:
-            checked.append(processor_registry.check_spec(spec, n_coefficients=model.coefficients))
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"processors[{i}].{e}") from None
-    stages = {where: _check_stages(where, data.get(where)) for where in STAGE_SECTIONS}
-    return Config(**sections, processors=tuple(checked), **stages, source=source)
+    m = model.coefficients
+    processors = _check_list("processors", data.get("processors"), "[{type: quantize, bits: 8}]",
+                             lambda spec: processor_registry.check_spec(spec, n_coefficients=m),
+                             (ValueError, TypeError), ".")
+    stages = {where: _check_list(where, data.get(where), "[{type: pedalboard.Gain, gain_db: -6}]",
+                                 effects.check_spec, effects.EffectError)
+              for where in STAGE_SECTIONS}
+    return Config(**sections, processors=processors, **stages, source=source)
 
 
-def _check_stages(where: str, specs) -> tuple:
-    """A ``pre``/``post`` list, each entry checked by stream.effects (pedalboard is imported
-    only when the list is not empty)."""
+def _check_list(key: str, specs, example: str, check, errors, sep: str = "") -> tuple:
+    """A list section (``processors``, ``pre``, ``post``): every entry checked by ``check``
+    (pedalboard is imported only when a stage list is not empty); an error is one line
+    prefixed with ``key[i]`` and ``sep``."""
     if specs is None:
         return ()
     if not isinstance(specs, list):
-        raise ConfigError(f"{where} = {specs!r}: must be a list such as "
-                          f"[{{type: pedalboard.Gain, gain_db: -6}}]")
+        raise ConfigError(f"{key} = {specs!r}: must be a list such as {example}")
     checked = []
     for i, spec in enumerate(specs):
         try:
-            checked.append(effects.check_spec(spec))
-        except effects.EffectError as e:
-            raise ConfigError(f"{where}[{i}]{e}") from None
+            checked.append(check(spec))
+        except errors as e:
+            raise ConfigError(f"{key}[{i}]{sep}{e}") from None
     return tuple(checked)
 
 

@@ -95,8 +95,9 @@ def test_impulse_comes_out_exactly_latency_samples_later(blocksize):
 
 @pytest.mark.parametrize("overrides", [(), ("frame.hop=128", "model.coefficients=384"),
                                        ("frame.size=256", "frame.hop=64", "model.coefficients=200",
-                                        "model.decoder=free")],
-                         ids=["dct-fast-path", "matmul", "matmul-4-overlaps"])
+                                        "model.decoder=free"),
+                                       ("frame.hop=32", "frame.synthesis_size=64")],
+                         ids=["dct-fast-path", "matmul", "matmul-4-overlaps", "low-delay-pair"])
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=1500), min_size=1, max_size=25),
        st.integers(min_value=0, max_value=2 ** 31))

@@ -137,16 +137,3 @@ def test_coefficients_and_output_do_not_depend_on_the_partition(trained, sizes, 
     np.testing.assert_allclose(parted, whole, atol=1e-6, rtol=0)
 
 
-@settings(max_examples=15, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=700), min_size=1, max_size=20),
-       st.integers(min_value=0, max_value=2 ** 31))
-def test_output_without_processors_does_not_depend_on_the_partition(sizes, seed):
-    rng = np.random.default_rng(seed)
-    signal = rng.uniform(-0.5, 0.5, (sum(sizes) + 1, 2)).astype(np.float32)
-    reference = make_engine(0, 2, LOW).process(signal)
-    engine = make_engine(0, 2, LOW)
-    pieces, pos = [], 0
-    for size in sizes + [1]:
-        pieces.append(engine.process(np.ascontiguousarray(signal[pos:pos + size])))
-        pos += size
-    np.testing.assert_allclose(np.concatenate(pieces), reference, atol=1e-6, rtol=0)
