@@ -18,9 +18,11 @@ EXAMPLES = {
     "demo": "python run.py demo --out-dir demo-out",
     "render": "python run.py render in.wav out.wav --set 'processors=[{type: quantize, bits: 6}]'",
     "devices": "python run.py devices",
-    "live": "python run.py live -i 0 -o 0 --duration 30 --report live.json",
+    "live": "python run.py live -c quantize-6bit --play speech.wav --loop --record out.wav "
+            "--osc 9000 --report live.json",
     "latency": "python run.py latency algorithmic --blocksizes 32,64,256",
-    "train": "python run.py train speech.wav --set model.coefficients=256 --steps 500 --out model.pt",
+    "train": "python run.py train speech.wav --set 'processors=[{type: learned_quantize}]' "
+             "--objective rd --rate-weight 0.01 --steps 500 --out model.pt",
     "presets": "python run.py presets",
     "evaluate": "python run.py evaluate -c quantize-6bit --sweep processors.0.bits=3,4,6,8,12 "
                 "--codecs opus,vorbis,mp3 --json lab.json --plot lab.png",
