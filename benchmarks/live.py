@@ -10,7 +10,8 @@ variant, in a shuffled order each round:
 - *engine*: `live` with a quantizer, nothing else, the interpreter's GIL switch interval
   (5 ms by default);
 - *+ panel*: the rich panel redrawn every 0.25 s (into /dev/null as an 80x24 terminal);
-- *+ osc*: the OSC server, with a client sending ``/status`` and a quantizer change every 50 ms;
+- *+ osc*: the OSC server, with a client (another process) sending ``/status`` and a quantizer
+  change every 50 ms;
 - *+ record*: recording to a WAV file;
 - *all*: panel, OSC (as above), playing a file and recording; with the default switch interval
   and with the one `live` sets (stream.live.switch_interval_s).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,18 +40,30 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from benchmarks.timing import machine_line  # noqa: E402
 
 
-def osc_client(port: int, stop: threading.Event, period_s: float = 0.05) -> threading.Thread:
-    """A thread sending /status and a quantizer change (8 <-> 9 bits) every ``period_s``."""
-    from pythonosc.udp_client import SimpleUDPClient
+OSC_CLIENT = """
+import sys, time
+from pythonosc.udp_client import SimpleUDPClient
+client = SimpleUDPClient("127.0.0.1", int(sys.argv[1]))
+period_s, k = float(sys.argv[2]), 0
+while True:
+    time.sleep(period_s)
+    client.send_message("/status", [])
+    client.send_message("/processors/0/bits", 8 + k % 2)
+    k += 1
+"""
 
-    def run():
-        client = SimpleUDPClient("127.0.0.1", port)
-        k = 0
-        while not stop.wait(period_s):
-            client.send_message("/status", [])
-            client.send_message("/processors/0/bits", 8 + k % 2)
-            k += 1
-    t = threading.Thread(target=run, daemon=True)
+
+def osc_client(port: int, stop: threading.Event, period_s: float = 0.05) -> threading.Thread:
+    """A controller in a process of its own (as a real one is: its Python does not compete
+    for this interpreter's GIL), sending /status and a quantizer change (8 <-> 9 bits) every
+    ``period_s``; stopped with ``stop``."""
+    proc = subprocess.Popen([sys.executable, "-c", OSC_CLIENT, str(port), str(period_s)])
+
+    def reap():
+        stop.wait()
+        proc.kill()
+        proc.wait()
+    t = threading.Thread(target=reap, daemon=True)
     t.start()
     return t
 

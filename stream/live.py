@@ -40,17 +40,21 @@ MAX_VARIABLE_FRAMES = 16384
 
 # While another thread holds the GIL (panel, OSC, recorder), the audio callback waits until it
 # is handed over, up to the switch interval: 5 ms by default, more than a 32-sample block's
-# whole budget (0.67 ms at 48 kHz). benchmarks/live.py measures the choice.
+# whole budget (0.67 ms at 48 kHz). Measured on the JACK dummy with panel, OSC, playing and
+# recording (20 s streams, quiet 2-core machine): at B = 256, 1.33 ms (a quarter block) gave
+# 1-2 xrun events and a 5-36 ms worst call, 0.5 ms 0-1 events, 0.25 and 0.1 ms none with a
+# worst call of 2.3-3.8 ms; at B = 32, 0.1-0.17 ms gave 0-2 events (one run of 12), 0.5 ms 0-3.
 SWITCH_INTERVAL_FRACTION = 0.25     # of one block's duration
 MIN_SWITCH_INTERVAL_S = 1e-4
+MAX_SWITCH_INTERVAL_S = 2.5e-4
 
 
 def switch_interval_s(blocksize: int, samplerate: int) -> float:
     """GIL switch interval for a stream: a quarter of a block's duration (blocksize 0: of 256
-    frames), at least 0.1 ms, never longer than the interpreter's default."""
+    frames), from 0.1 to 0.25 ms, never longer than the interpreter's default."""
     block_s = (blocksize or 256) / samplerate
-    return min(sys.getswitchinterval(), max(MIN_SWITCH_INTERVAL_S,
-                                            SWITCH_INTERVAL_FRACTION * block_s))
+    return min(sys.getswitchinterval(), MAX_SWITCH_INTERVAL_S,
+               max(MIN_SWITCH_INTERVAL_S, SWITCH_INTERVAL_FRACTION * block_s))
 
 
 class LiveSession:
