@@ -174,6 +174,10 @@ def main(argv=None) -> int:
                           f"{col('cb_max')}")
     finally:
         if server is not None:
+            # PortAudio's JACK client goes before its server (else PortAudio aborts at exit)
+            import sounddevice as sd
+            while getattr(sd, "_initialized", 0) > 0:
+                sd._terminate()
             server.stop()
     print(f"\n# load average {os.getloadavg()[0]:.1f} at end")
     return 0

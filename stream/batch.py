@@ -262,10 +262,14 @@ class _Pool:
 
     def run(self, todo, done) -> None:
         import torch
+        from threadpoolctl import threadpool_limits
         saved_threads = torch.get_num_threads()
         try:
             torch.set_num_threads(self.threads)
-            self._run(todo, done)
+            # this process renders too: its BLAS pools and the DCT's threads (stream.dct.
+            # cpu_workers reads OMP_NUM_THREADS when its engines are built) keep to its share
+            with threadpool_limits(self.threads), thread_environment(self.threads):
+                self._run(todo, done)
         except BaseException:
             self.stop()
             raise

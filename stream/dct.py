@@ -41,11 +41,14 @@ def matrices_match(enc: np.ndarray, dec: np.ndarray, dtype) -> bool:
 
 
 def cpu_workers() -> int:
-    """Threads for large batches: the CPUs this process may run on."""
+    """Threads for large batches: the CPUs this process may run on, at most OMP_NUM_THREADS
+    when that is set (the thread budget `render --jobs N` gives each worker, or the user's)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cpus, int(budget)) if budget.isdigit() and int(budget) > 0 else cpus
 
 
 class ScipyDCT:
