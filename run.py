@@ -358,12 +358,14 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
     file, carry on past bad ones and exit non-zero if any failed.
     """
     from stream import batch
+    workers = batch.parse_jobs(jobs_option)
+    if workers > 1 and out_dir is not None and ray_address is None:
+        batch.prestart(workers)         # before this process imports torch
     from stream import render as rendering
     from stream.audio_io import STDIO, check_format_option
     from stream.errors import UserError
     cfg = load(config_path, overrides)
     container = check_format_option(container)
-    workers = batch.parse_jobs(jobs_option)
     if ray_address is not None:
         from stream import cluster
         ray_address = cluster.check_address(ray_address)

@@ -219,6 +219,50 @@ def limit_torch_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
+START_METHOD = "spawn"       # fork would copy the driver's thread pools and locks mid-use
+_prestarted: list[dict] = []
+
+
+def _spawn(context, threads: int) -> dict:
+    """A worker process with ``threads`` torch/BLAS threads, waiting for its config."""
+    parent, child = context.Pipe()
+    proc = context.Process(target=_work, args=(child, threads), name="cosine-render-worker",
+                           daemon=True)
+    with thread_environment(threads), _sigint_ignored():
+        proc.start()        # the worker inherits SIG_IGN for SIGINT from its first moment
+    child.close()
+    return {"proc": proc, "thread": None, "conn": parent, "task": None, "threads": threads}
+
+
+def prestart(workers: int) -> None:
+    """Start the ``workers - 1`` worker processes of a batch now, before this process loads
+    torch and the config: a worker's start-up (a new interpreter importing torch, about 2.5 s)
+    then runs beside this process's own instead of after it. The pool takes them over
+    (``_take_prestarted``); any it does not take are stopped with this process (daemons)."""
+    import multiprocessing
+    context = multiprocessing.get_context(START_METHOD)
+    threads = threads_per_worker(workers)
+    for _ in range(workers - 1):
+        _prestarted.append(_spawn(context, threads))
+
+
+def _take_prestarted(threads: int) -> dict | None:
+    """A prestarted worker with this thread count that is still alive, else None."""
+    while _prestarted:
+        worker = _prestarted.pop()
+        if worker["threads"] == threads and worker["proc"].is_alive():
+            return worker
+        _stop_process(worker)
+    return None
+
+
+def _stop_process(worker: dict) -> None:
+    with contextlib.suppress(OSError):
+        worker["conn"].close()
+    worker["proc"].terminate()
+    worker["proc"].join(timeout=30)
+
+
 class _Pool:
     """N workers fed one file at a time over a pipe each: N - 1 spawned worker processes, and
     this process itself, rendering in a thread while its main thread hands out the files (it
@@ -228,7 +272,7 @@ class _Pool:
     def __init__(self, cfg, options: dict, workers: int):
         import multiprocessing
         import threading
-        self.context = multiprocessing.get_context("spawn")
+        self.context = multiprocessing.get_context(START_METHOD)
         self.cfg = cfg
         self.cfg_bytes = pickle.dumps(cfg)
         self.options = options
@@ -238,14 +282,8 @@ class _Pool:
         self.stopping = threading.Event()
 
     def _start(self):
-        parent, child = self.context.Pipe()
-        proc = self.context.Process(target=_work, args=(child, self.cfg_bytes, self.options,
-                                                        self.threads),
-                                    name="cosine-render-worker", daemon=True)
-        with thread_environment(self.threads), _sigint_ignored():
-            proc.start()        # the worker inherits SIG_IGN for SIGINT from its first moment
-        child.close()
-        worker = {"proc": proc, "thread": None, "conn": parent, "task": None}
+        worker = _take_prestarted(self.threads) or _spawn(self.context, self.threads)
+        worker["conn"].send((self.cfg_bytes, self.options))
         self.procs.append(worker)
         return worker
 
@@ -275,6 +313,8 @@ class _Pool:
             raise
         finally:
             torch.set_num_threads(saved_threads)
+            while _prestarted:              # started for a larger batch than this one
+                _stop_process(_prestarted.pop())
 
     def _run(self, todo, done) -> None:
         from multiprocessing.connection import wait
@@ -369,16 +409,19 @@ def _work_here(conn, cfg, options: dict, stopping) -> None:
         conn.close()
 
 
-def _work(conn, cfg_bytes: bytes, options: dict, threads: int) -> None:
-    """A worker process's life: build engines from the config, render what the driver sends
-    until it sends None. SIGTERM/SIGHUP raise Terminated (temporary files are removed on the
-    way out); SIGINT is ignored (the driver decides)."""
+def _work(conn, threads: int) -> None:
+    """A worker process's life: load the engine's modules, wait for (config, options), build
+    engines from the config, render what the driver sends until it sends None. SIGTERM/SIGHUP
+    raise Terminated (temporary files are removed on the way out); SIGINT is ignored (the
+    driver decides)."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from stream.interrupts import install
     install()
     try:
         limit_torch_threads(threads)
+        import stream.render  # noqa: F401  (torch and the engine, while the driver gets ready)
+        cfg_bytes, options = conn.recv()
         cfg = pickle.loads(cfg_bytes)
         engines = EngineCache(cfg)
         while True:
