@@ -105,6 +105,15 @@ class LiveSession:
         self.jack_loopback = bool(jack_loopback)
         self.last_report: dict | None = None
         self.engine = None
+        # the user's files first: a missing one is the error to report, not the devices
+        self._play_info = None
+        if play is not None:
+            from stream import playback
+            self._play_signal, self._play_info = playback.load(play, self.samplerate,
+                                                               self.channels)
+        if record is not None:
+            from stream import recorder
+            recorder.check_path(record)
 
         self._sd = import_sounddevice()
         devices = query_devices()
@@ -127,14 +136,6 @@ class LiveSession:
         self._source = None         # playback.FileSource while streaming with play
         self._recorder = None       # recorder.Recorder while streaming with record
         self._controls = None       # control.Controls while streaming
-        self._play_info = None
-        if play is not None:
-            from stream import playback
-            self._play_signal, self._play_info = playback.load(play, self.samplerate,
-                                                               self.channels)
-        if record is not None:
-            from stream import recorder
-            recorder.check_path(record)
 
     # --- public API ---------------------------------------------------------------------------
 
