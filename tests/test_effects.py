@@ -9,16 +9,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pedalboard          # the test extras install it: these tests run in CI
 import pytest
 import soundfile as sf
+from pedalboard_native._internal import AddLatency    # pedalboard's own known-latency stage
 
 import stream
 from stream import effects
 from stream.engine import Engine
-from tests.helpers import noise, render_in_blocks, stream_blocks
-
-pedalboard = pytest.importorskip("pedalboard", reason="the test extras install pedalboard")
-from pedalboard_native._internal import AddLatency  # noqa: E402  (pedalboard's own delay stage)
+from helpers import noise, render_in_blocks, stream_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 48000
