@@ -215,9 +215,7 @@ class Stage:
         """Measure the plugin's delay at ``samplerate`` (Hz) with ``channels`` channels for
         blocks of ``blocksize`` frames (0 = any size)."""
         self.samplerate, self.channels = samplerate, channels
-        self.latency_samples = 0
-        held = self._prime()
-        self.latency_samples = max(self._probe(blocksize), held)
+        self.latency_samples = self._probe(blocksize)    # at least what the prime leaves held
         self.reset()
 
     def _prime(self) -> int:
