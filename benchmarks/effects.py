@@ -49,7 +49,7 @@ def make_engine(blocksize: int, chains) -> Engine:
                                         f"audio.channels={CHANNELS}", "model.device=cpu"])
     if chains is None:
         return Engine.from_config(cfg)
-    pre, post = (effects.build_chain(specs, where) for specs, where in zip(chains, ("pre", "post")))
+    pre, post = (effects.build_chain(specs, where) for specs, where in zip(chains, effects.SECTIONS))
     base = Engine.from_config(cfg)
     return Engine(base.model, cfg.frame.hop, cfg.frame.window, blocksize=blocksize,
                   channels=CHANNELS, samplerate=SR, pre=pre, post=post)

@@ -233,7 +233,7 @@ SCHEMA: dict[str, dict[str, Callable[[str, Any], Any]]] = {
     },
     "control": {"osc": _osc},
 }
-STAGE_SECTIONS = ("pre", "post")      # time-domain effect stages (stream.effects)
+STAGE_SECTIONS = effects.SECTIONS     # time-domain effect stages
 SECTIONS = (*SCHEMA, "processors", *STAGE_SECTIONS)
 
 

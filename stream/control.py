@@ -100,7 +100,7 @@ class Controls:
         self.bypass_toggles = 0
         self.specs = [dict(s) for s in cfg.processors]
         self.stage_specs = {where: [dict(s) for s in getattr(cfg, where)]
-                            for where in ("pre", "post")}
+                            for where in effects.SECTIONS}
         self.enabled = [True] * len(self.specs)
         chain = engine.processors
         # the live processors, by index: rebuilt ones replace these (ModuleList keys are "0"..)

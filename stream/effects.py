@@ -36,6 +36,7 @@ from collections.abc import Mapping
 import numpy as np
 
 INSTALL_HINT = "pip install 'cosine-host[fx]' (or pip install pedalboard)"
+SECTIONS = ("pre", "post")     # the config's stage lists: before framing, after overlap-add
 EXTERNAL_TYPES = ("vst3", "au")
 PRIME_FRAMES = 8192            # pedalboard's buffer size: the longest call a plugin sees
 PROBE_BLOCK = 512              # samples per call while measuring a stage's latency

@@ -201,7 +201,7 @@ class Engine:
         chain = build_processors(cfg)
         try:
             stages = {where: effects.build_chain(getattr(cfg, where), where)
-                      for where in ("pre", "post")}
+                      for where in effects.SECTIONS}
         except effects.EffectError as e:
             raise UserError(str(e)) from None
         return cls(model, cfg.frame.hop, cfg.frame.window,
