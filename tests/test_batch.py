@@ -309,9 +309,13 @@ def test_sigterm_mid_batch_leaves_no_temporary_files_and_skip_existing_finishes(
 
 # --- --ray -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray instance (2 CPUs) for the whole test session; `--ray` reuses it."""
+    """One local Ray instance (2 CPUs) for this module's tests; `--ray` reuses it.
+
+    Started once per test run, and shut down before the live tests: Ray's idle daemons wake
+    every few milliseconds, enough on a 2-core machine to make a JACK callback miss its period.
+    """
     import logging
 
     import ray
@@ -341,7 +345,7 @@ def test_ray_renders_a_folder_identically(tmp_path, ray_local):
     assert summary["ray"]["startup_s"] > 0
     assert [f["input"] for f in summary["failed"]] == [str(src / "bad.wav")]
     assert len(summary["rendered"]) == 6
-    assert ray_local.is_initialized()                     # the session's instance, still up
+    assert ray_local.is_initialized()                     # the module's instance, still up
     assert not leftovers(tmp_path)
 
 
