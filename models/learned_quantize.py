@@ -63,6 +63,7 @@ class LearnedQuantize(Quantize):
     KEYS = ("scale",)
     SIDE_BITS = 0
     ENTROPY_MODEL = Quantize.ENTROPY_MODEL
+    COMPILED = False              # its own numpy route: no compiled kernel
     _HIST_BITS = 24               # Quantize's histogram for 2**23 - 1 levels per side
 
     scale = _Checked(_check_scale)

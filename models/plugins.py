@@ -26,6 +26,7 @@ import re
 import types
 import typing
 
+import numpy as np
 import torch
 
 __all__ = ["Processor", "Chain", "Plugin", "PLUGIN_FORM", "check_plugin", "construct", "plain"]
@@ -223,6 +224,9 @@ class Chain(torch.nn.Module):
     def __init__(self, processors=(), types=None):
         super().__init__()
         self.processors = torch.nn.ModuleList(processors)
+        # the list's own dict (live control replaces entries in it): read per call without
+        # nn.Module's attribute lookup, which costs microseconds
+        self._entries = self.processors._modules
         self.types = list(types) if types is not None else [
             getattr(p, "name", type(p).__name__.lower()) for p in self.processors]
 
@@ -231,13 +235,13 @@ class Chain(torch.nn.Module):
         return sum(int(getattr(p, "latency_samples", 0)) for p in self.processors)
 
     def __len__(self) -> int:
-        return len(self.processors)
+        return len(self._entries)
 
     def __bool__(self) -> bool:
-        return len(self.processors) > 0
+        return len(self._entries) > 0
 
     def __iter__(self):
-        return iter(self.processors)
+        return iter(self._entries.values())
 
     def __getitem__(self, index: int) -> Processor:
         return self.processors[index]
@@ -253,10 +257,22 @@ class Chain(torch.nn.Module):
     def stats(self) -> list[dict]:
         return [{"type": t, **p.stats()} for t, p in zip(self.types, self.processors)]
 
+    def numpy_forward(self, array: np.ndarray) -> np.ndarray | None:
+        """``array`` (frames, channels, M), CPU float32/float64, through every processor on its
+        numpy route (same shape and dtype out); None, having run nothing, when a processor has
+        no numpy route or has hooks (then ``forward`` on a tensor is the way)."""
+        processors = self._entries.values()
+        for p in processors:
+            if getattr(type(p), "_numpy", None) is None or p._forward_hooks or p._forward_pre_hooks:
+                return None
+        for p in processors:
+            array = p._numpy(array)
+        return array
+
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
         """``coeffs`` (frames, channels, M) through every processor in order; same shape out."""
         array = None           # the coefficients while built-ins pass them along as numpy
-        for p in self.processors:
+        for p in self._entries.values():
             if (getattr(type(p), "_numpy", None) is not None
                     and not (p._forward_hooks or p._forward_pre_hooks)):
                 if array is None and _numpy_route(coeffs):
@@ -420,7 +436,17 @@ def construct(type_name: str, params: dict) -> Plugin:
 
 class _Builtin(Processor):
     """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array)`` for the CPU
-    route; both return a new array/tensor of the same shape and dtype with identical values."""
+    route; both return a new array/tensor of the same shape and dtype with identical values.
+    ``COMPILED`` built-ins run models.compiled kernels on the CPU route: ``prepare`` compiles
+    them (or loads numba's cache), so that the first block does not."""
+
+    COMPILED = False
+
+    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
+        super().prepare(samplerate, hop, n_coefficients)
+        if self.COMPILED:
+            from models import compiled
+            compiled.warm_up()
 
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
         if _numpy_route(coeffs):

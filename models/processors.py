@@ -26,6 +26,7 @@ preallocated counters reduced lazily in ``stats()``.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -122,22 +123,37 @@ class Band(_Mask):
         return out, coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
 
 
+# per float dtype: the integer type of its bits, whose order is the order of non-negative floats
+_BITS_OF = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+            torch.float64: torch.int64}
+
+
+def _magnitude_order(coeffs: torch.Tensor) -> torch.Tensor:
+    """|coeffs| as int64 keys in the order of magnitude, every NaN one key above inf."""
+    as_int = _BITS_OF[coeffs.dtype]
+    inf = int(torch.tensor(math.inf, dtype=coeffs.dtype).view(as_int))
+    return coeffs.detach().abs().view(as_int).to(torch.int64).clamp_(max=inf + 1)
+
+
 class TopK(_Mask):
     """Keep the k largest-magnitude coefficients of each frame and channel, zero the rest.
 
-    Ties at the k-th magnitude are broken by ``torch.topk``; exactly k are kept.
+    Exactly k are kept. Among equal magnitudes the lower index ranks first; NaN ranks above
+    any number, inf included. The rule is the processor's own, not a selection algorithm's, so
+    both routes (and any batch) keep the same set.
 
     Args:
         k: int >= 1 (<= M, checked by ``check_spec``); capped at M at run time.
     """
 
     KEYS = ("k",)
+    COMPILED = True
     k = _Checked(lambda key, value: _check_int(key, value, 1, _ANY_INDEX))
 
     def __init__(self, k: int):
         super().__init__()
         self.k = k
-        self._row_starts = {}           # shape -> flat index of each row's first coefficient
+        self._plans = {}         # (dtype, rows, M) -> the compiled call's types and scratch
         self.reset()
 
     @classmethod
@@ -146,26 +162,35 @@ class TopK(_Mask):
                                 f"an integer in 1..{n_coefficients} (model.coefficients)")}
 
     def keep(self, coeffs):
-        k = min(self.k, coeffs.shape[-1])
-        index = coeffs.detach().abs().topk(k, dim=-1, sorted=False).indices
-        mask = torch.zeros(coeffs.shape, dtype=torch.bool, device=coeffs.device)
-        mask.scatter_(-1, index, True)
+        m = coeffs.shape[-1]
+        k = min(self.k, m)
+        order = _magnitude_order(coeffs)
+        kth = order.kthvalue(m - k + 1, dim=-1, keepdim=True).values
+        above, tied = order > kth, order == kth
+        need = k - above.sum(dim=-1, keepdim=True)
+        mask = above | (tied & (tied.cumsum(dim=-1) <= need))
         return torch.where(mask, coeffs, 0.0), coeffs.shape[0] * coeffs.shape[1] * k
 
     def keep_numpy(self, coeffs):
+        from models import compiled          # numba: imported when first needed
         m = coeffs.shape[-1]
         k = min(self.k, m)
-        # torch.topk itself picks the kept set: which of several equal magnitudes at the k-th
-        # place survive is up to its selection algorithm, and the routes must agree on ties
-        flat = torch.topk(torch.from_numpy(np.abs(coeffs)), k, dim=-1, sorted=False).indices.numpy()
-        shape = coeffs.shape
-        rows = shape[0] * shape[1]
-        starts = self._row_starts.get(shape)
-        if starts is None:     # one per block shape (a few frame counts), none in steady state
-            starts = self._row_starts[shape] = np.arange(0, rows * m, m).reshape(*shape[:-1], 1)
-        flat += starts                  # index in the row -> index in C order (take/put's)
-        out = np.zeros(coeffs.shape, coeffs.dtype)
-        out.put(flat, coeffs.take(flat))
+        rows = coeffs.shape[0] * coeffs.shape[1]
+        x = coeffs.reshape(rows, m)
+        if x.strides[-1] != x.itemsize:       # the bits' view needs contiguous rows
+            x = np.ascontiguousarray(x)
+        plan = self._plans.get((x.dtype, rows, m))
+        if plan is None:
+            if len(self._plans) >= 64:        # calls of many sizes (whole signals)
+                self._plans.clear()
+            as_int, _, inf_bits = compiled.BITS[x.dtype]
+            plan = self._plans[x.dtype, rows, m] = (
+                as_int, compiled.MAGNITUDE[x.dtype], as_int(inf_bits),
+                np.empty((rows, m), as_int), np.empty(m, as_int))
+        as_int, magnitude, inf_bits, order, scratch = plan
+        out = np.empty(coeffs.shape, coeffs.dtype)
+        compiled.topk(x, x.view(as_int), k, magnitude, inf_bits, order, scratch,
+                      out.reshape(rows, m))
         return out, rows * k
 
 

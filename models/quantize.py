@@ -9,29 +9,6 @@ import torch
 from models.plugins import _Builtin, _check_int, _Checked
 
 
-_FLOAT16_NORMAL = 2.0 ** -14      # smallest normal float16
-# per dtype: the integer view and the mantissa bits that float16 does not have (23 - 10, 52 - 10)
-_MANTISSA_BELOW_FLOAT16 = {np.float32: (np.int32, 2 ** 13 - 1), np.float64: (np.int64, 2 ** 42 - 1)}
-
-
-def _normal_or_silent(peak: np.ndarray) -> tuple[bool, bool]:
-    """(every peak is 0 or a normal float16 in 2**-14..65504, some peak is 0); NaN is neither."""
-    if peak.size <= 64:     # a Python loop over a few floats beats two ufunc reductions
-        silent = False
-        for p in peak.ravel().tolist():
-            if not _FLOAT16_NORMAL <= p <= 65504.0:
-                if p != 0:
-                    return False, False
-                silent = True
-        return True, silent
-    lowest = np.minimum.reduce(peak, axis=None)
-    silent = bool(lowest == 0)
-    if silent:
-        lowest = np.minimum.reduce(peak, axis=None, where=peak != 0, initial=np.inf)
-    return bool(lowest >= _FLOAT16_NORMAL and np.maximum.reduce(peak, axis=None) <= 65504.0), silent
-
-
-
 class Quantize(_Builtin):
     """Uniform mid-tread quantizer with a per-frame scale from the frame's peak.
 
@@ -45,8 +22,8 @@ class Quantize(_Builtin):
     Training: when gradients are enabled the output is the quantized value and the gradient is
     the identity (straight-through).
 
-    Bitrate: the symbols go into a histogram on the coefficients' device (no sync per call),
-    one row per band of coefficient indices (``BANDS`` equal bands: index m of M is in band
+    Bitrate: the symbols go into a histogram on the coefficients' device (no sync per call; on
+    the CPU route counted inside the compiled call that quantizes), one row per band of coefficient indices (``BANDS`` equal bands: index m of M is in band
     ``m * BANDS // M``), and ``stats()`` computes the empirical entropy of all symbols since
     reset from the rows summed (one pooled histogram). ``rates()`` adds the rate without
     entropy coding and the rate of a coder with one model per band. Each row has a fixed size,
@@ -61,6 +38,7 @@ class Quantize(_Builtin):
     """
 
     KEYS = ("bits",)
+    COMPILED = True
     SIDE_BITS = 16                 # per frame per channel: the float16 scale
     BANDS = 16                     # entropy models of rates()["kbps_entropy"]: equal index bands
     ENTROPY_MODEL = (f"per band: one adaptive model for each of {BANDS} equal bands of "
@@ -85,6 +63,7 @@ class Quantize(_Builtin):
         self._counts_numpy = None  # the same memory, flat, as a numpy array when on the CPU
         self._hist_bits = None
         self._band_of = {}         # (M, device) -> flat offset of each index's band row, (M,)
+        self._plans = {}           # (dtype, shape, bits) -> _plan(...), for the compiled call
         # [pooled entropy bits, per-band entropy bits, fixed-length bits] of histograms closed
         # by a change of `bits`
         self._closed = [0.0, 0.0, 0.0]
@@ -111,46 +90,39 @@ class Quantize(_Builtin):
         return out
 
     def _numpy(self, x: np.ndarray) -> np.ndarray:
-        # A numpy op costs about a microsecond here, so the case a stream spends its time in
-        # gets a route of its own, computing _torch's values bit for bit: bits <= 16 and every
-        # peak 0 (silent frame or channel) or a normal float16 (2**-14..65504). The rest (NaN,
-        # saturated or tiny peaks, bits > 16) takes _torch on the same memory.
+        # The case a stream spends its time in, bits <= 16 with every peak 0 (a silent frame
+        # or channel) or a normal float16 (2**-14..65504), is one compiled call computing
+        # _torch's values bit for bit (models.compiled); the rest (NaN, saturated or tiny
+        # peaks, bits > 16) takes _torch on the same memory.
+        from models import compiled          # numba: imported when first needed
         bits = self.bits
-        levels = self.levels(bits)
-        peak = np.maximum.reduce(np.abs(x), axis=-1, keepdims=True)
-        if levels <= self._EXACT_LEVELS and peak.size:
-            normal, silent = _normal_or_silent(peak)
-            if normal:
-                return self._numpy_normal(x, peak, bits, levels, silent)
+        if bits <= 16 and x.size:
+            key = (x.dtype, x.shape, bits)
+            plan = self._plans.get(key) or self._plan(key)
+            rows_m, typed_levels, peak, peak_bits, low, bins_of = plan
+            out = np.empty(x.shape, x.dtype)
+            if compiled.quantize(x.reshape(rows_m), typed_levels, peak, peak_bits, low,
+                                 out.reshape(rows_m), self._histogram_numpy(bits), bins_of):
+                self._tally_add(x.shape)
+                return out
         return self._torch(torch.from_numpy(x)).numpy()
 
-    def _numpy_normal(self, x: np.ndarray, peak: np.ndarray, bits: int, levels: int,
-                      silent: bool) -> np.ndarray:
-        # the smallest float16 >= peak: its mantissa rounded up to float16's 10 bits, in place
-        # (0 stays 0)
-        as_int, low = _MANTISSA_BELOW_FLOAT16[x.dtype.type]
-        mantissa = peak.view(as_int)
-        mantissa += low
-        mantissa &= ~low
-        scale = peak
-        if not silent:
-            inv_step = 1.0 / scale                    # torch's levels / s is 1/s * levels
-        else:                                         # and 0 where s = 0, as torch.where there
-            inv_step = np.zeros(scale.shape, scale.dtype)
-            np.divide(1.0, scale, out=inv_step, where=scale != 0)
-        inv_step *= levels
-        symbols = x * inv_step
-        np.rint(symbols, out=symbols)
-        # no clamp: |x| <= scale gives |x * inv_step| <= levels * (1 + 3 eps) < levels + 1/2
-        out = symbols * (scale / levels)
-        # bins: symbol + levels (exact in float, < 2**16), cast in the same op, then the row
-        # of the index's band
-        counts = self._histogram_numpy(bits)
-        index = np.add(symbols, levels, casting="unsafe", out=np.empty(symbols.shape, np.intp))
-        index += self._band_offsets(x.shape[-1], None, levels)
-        np.add.at(counts, index, 1)
-        self._tally_add(x.shape)
-        return out
+    def _plan(self, key) -> tuple:
+        """What the compiled call needs for arrays of one dtype and shape at one ``bits``:
+        (rows, M), levels in the dtype, the peaks' scratch (as floats and as bits), the
+        mantissa bits float16 lacks, the bin of symbol 0 at each index (int64, (M,))."""
+        from models import compiled
+        dtype, shape, bits = key
+        levels = self.levels(bits)
+        as_int, low, _ = compiled.BITS[dtype]
+        rows_m = (shape[0] * shape[1], shape[2])
+        peak = np.empty(rows_m[0], dtype)
+        bins_of = self._band_offsets(shape[2], None, levels).astype(np.int64) + levels
+        if len(self._plans) >= 64:           # calls of many sizes (whole signals): start over
+            self._plans.clear()
+        plan = self._plans[key] = (rows_m, dtype.type(levels), peak, peak.view(as_int),
+                                   as_int(low), bins_of)
+        return plan
 
     def _histogram_numpy(self, bits: int) -> np.ndarray:
         if self._hist_bits != bits or self._counts_numpy is None:

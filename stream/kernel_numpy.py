@@ -160,7 +160,7 @@ class NumpyKernel:
             # cut (a float32 product's rounding depends on the rows per call)
             self.exact(view, coeffs)
             c64, d64 = self.cbuf64[:rows], self.dbuf64[:rows]
-            np.copyto(c64, self._processors(coeffs).numpy().reshape(rows, self.m))
+            np.copyto(c64, self._processors(coeffs).reshape(rows, self.m))
             np.matmul(c64, self.dec64, out=d64)
             np.copyto(d2, d64, casting="same_kind")
             return
@@ -176,10 +176,11 @@ class NumpyKernel:
         self.dct.dct3(frames, frames)
         if self.processors:
             coeffs = frames[..., :self.m]
-            result = self._processors(coeffs).numpy()
-            if not (result.ctypes.data == coeffs.ctypes.data and result.strides == coeffs.strides):
+            result = self._processors(coeffs)
+            if result is not coeffs:
                 np.copyto(coeffs, result)
-        frames[..., self.m:] = 0
+        if self.m < self.n:
+            frames[..., self.m:] = 0
         self.dct.dct2(frames, frames)
         return frames[..., self.n - self.s:]
 
@@ -239,11 +240,15 @@ class NumpyKernel:
             else:
                 overlap_add(parts, hops[:, s:e + r - 1], self.ws_parts)
 
-    def _processors(self, coeffs: np.ndarray) -> torch.Tensor:
-        """The processor chain on a (F, C, M) tensor sharing ``coeffs``' memory."""
-        tensor = torch.from_numpy(coeffs)
-        with torch.inference_mode():
-            return check_processed(self.processors(tensor), tensor)
+    def _processors(self, coeffs: np.ndarray) -> np.ndarray:
+        """The processor chain on (F, C, M) ``coeffs``: on numpy arrays when every processor
+        has a numpy route (the built-ins), else on a tensor sharing ``coeffs``' memory."""
+        result = self.processors.numpy_forward(coeffs)
+        if result is None:
+            tensor = torch.from_numpy(coeffs)
+            with torch.inference_mode():
+                result = check_processed(self.processors(tensor), tensor).numpy()
+        return result
 
 
 def overlap_add(parts, hops, window=None) -> None:

@@ -207,6 +207,33 @@ def test_topk_keeps_the_k_largest_per_frame_and_channel():
     assert torch.equal(topk(x), x)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("route", ["torch", "numpy"])
+def test_topk_keeps_the_lowest_indices_among_ties_and_nan_above_inf(route, dtype):
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 4, size=(3, 2, 40)).astype(dtype)        # ties at every magnitude
+    x[1, 0, [9, 30]] = np.nan
+    x[1, 0, [3, 31]] = [np.inf, -np.inf]
+    x[2, 1, :] = 0
+    for k in (1, 2, 3, 5, 17, 40):
+        topk = TopK(k)
+        t = torch.from_numpy(x.copy())
+        if route == "torch":
+            y = topk._torch(t).numpy()
+        else:
+            with torch.inference_mode():
+                y = topk(t).numpy()
+        for f, ch in np.ndindex(3, 2):
+            row = x[f, ch]
+            # rank: NaN first, then by magnitude (inf included), then by index
+            rank = sorted(range(40), key=lambda i: (not math.isnan(row[i]),
+                                                    0 if math.isnan(row[i]) else -abs(row[i]), i))
+            kept = rank[:k]
+            expected = np.zeros(40, dtype)
+            expected[kept] = row[kept]
+            assert np.array_equal(y[f, ch], expected, equal_nan=True), (k, f, ch)
+
+
 def test_threshold_gates_below_peak_minus_db():
     x = gaussian()
     gate = Threshold(db=-6.0)
@@ -437,6 +464,28 @@ def _hard_inputs(dtype, seed):
             x[..., 0] = np.float16(rng.uniform(1, 2)) * 2.0 ** rng.integers(-14, 15)
         out.append(torch.from_numpy(x.astype(dtype)))
     return out
+
+
+def test_quantizer_scales_in_python_floats_round_as_float32_arithmetic():
+    """The numpy route computes 1/scale and scale/levels in float64 and rounds once to float32;
+    for every normal float16 scale and every level count of bits 1..16 that equals float32's
+    own division."""
+    halves = np.arange(0x0400, 0x7C00, dtype=np.uint16).view(np.float16)    # normal, positive
+    scale32, scale64 = halves.astype(np.float32), halves.astype(np.float64)
+    assert np.array_equal(np.float32(1) / scale32, (1.0 / scale64).astype(np.float32))
+    for bits in range(1, 17):
+        levels = Quantize.levels(bits)
+        assert np.array_equal(scale32 / np.float32(levels),
+                              (scale64 / levels).astype(np.float32)), bits
+
+
+def test_compiled_quickselect_finds_the_kth_smallest():
+    from models.compiled import kth_smallest
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        values = rng.integers(0, rng.integers(1, 20), size=rng.integers(1, 80))
+        n = int(rng.integers(0, values.size))
+        assert kth_smallest(values.copy(), n) == sorted(values.tolist())[n]
 
 
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

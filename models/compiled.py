@@ -1,0 +1,135 @@
+"""Compiled (numba) per-call kernels of the built-in processors' CPU route.
+
+The engine calls the processors once per block on one or two frames (1024 values at M = 512,
+2 channels). There numpy costs 2-5 us per operation whatever the size, and a quantizer or
+top-k needs about ten; each kernel here is one call that computes the same bits as the
+processor's torch route (tests/test_processors.py holds both to that, NaN, ties and silent
+frames included). numba is imported on first use; ``warm_up`` compiles (or loads from numba's
+on-disk cache) every kernel for float32 and float64, so that no compilation ever happens in an
+audio callback.
+
+Arrays are 2-D ``(rows, M)`` views of the ``(frames, channels, M)`` coefficients. The kernels
+release the GIL (a live stream's other threads keep running) and never allocate per row.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+FLOAT16_NORMAL = 2.0 ** -14        # smallest normal float16
+FLOAT16_MAX = 65504.0
+# per float dtype: its bits' integer type, the mantissa bits float16 lacks, +inf's bits
+BITS = {np.dtype(np.float32): (np.int32, 2 ** 13 - 1, 0x7F800000),
+        np.dtype(np.float64): (np.int64, 2 ** 42 - 1, 0x7FF0000000000000)}
+# per float dtype: the mask that clears the sign bit of its bits' integer
+MAGNITUDE = {np.dtype(np.float32): np.int32(2 ** 31 - 1), np.dtype(np.float64): np.int64(2 ** 63 - 1)}
+
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def quantize(x, levels, peak, peak_bits, low, out, counts, bins_of):
+    """Quantize each row of ``x`` with its float16 scale; count each symbol's bin.
+
+    ``levels`` in x's dtype; ``peak``/``peak_bits`` (rows,) scratch, the same memory seen
+    as floats and as their bits' integers; ``low`` the mantissa bits float16 lacks;
+    ``counts`` the flat int64 histogram; ``bins_of`` (M,) int64: the bin of symbol 0 at
+    each index (its band row's offset + levels). Returns False, having written nothing,
+    when a row's peak is neither 0 nor a normal float16 (NaN, inf, tiny, huge): the
+    caller takes the torch route."""
+    rows, m = x.shape
+    one, zero = levels / levels, levels - levels      # in x's dtype
+    for r in range(rows):
+        p = abs(x[r, 0])
+        for j in range(1, m):
+            v = abs(x[r, j])
+            if v > p or v != v:
+                p = v
+        if not (p == 0 or FLOAT16_NORMAL <= p <= FLOAT16_MAX):
+            return False
+        peak[r] = p
+    # the smallest float16 >= peak: the mantissa rounded up to float16's 10 bits
+    for r in range(rows):
+        peak_bits[r] = (peak_bits[r] + low) & ~low
+    for r in range(rows):
+        scale = peak[r]
+        inv = (one / scale) * levels if scale > 0 else zero    # torch: 1/s * levels
+        step = scale / levels
+        for j in range(m):
+            q = np.rint(x[r, j] * inv)
+            out[r, j] = q * step
+            counts[np.int64(q) + bins_of[j]] += 1
+    return True
+
+@_jit
+def kth_smallest(values, n):
+    """The n-th smallest (0-based) of ``values``, which it reorders (quickselect, median of
+    three pivots)."""
+    lo, hi = 0, values.size - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        a, b, c = values[lo], values[mid], values[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if n <= j:
+            hi = j
+        elif n >= i:
+            lo = i
+        else:
+            return values[n]
+    return values[n]
+
+
+@_jit
+def topk(x, x_bits, k, magnitude_mask, inf_bits, order, scratch, out):
+    """Keep the k largest |x| of each row (ties: the lowest index; NaN above inf), zero the
+    rest. ``x_bits`` x's memory as its bits' integers; ``magnitude_mask`` clears the sign
+    bit; ``order`` (rows, M) and ``scratch`` (M,) of that integer type."""
+    rows, m = x.shape
+    for r in range(rows):
+        for j in range(m):
+            order[r, j] = min(x_bits[r, j] & magnitude_mask, inf_bits + 1)
+            scratch[j] = order[r, j]
+        kth = kth_smallest(scratch, m - k)
+        need = k
+        for j in range(m):
+            if order[r, j] > kth:
+                need -= 1
+        for j in range(m):
+            b = order[r, j]
+            if b > kth:
+                out[r, j] = x[r, j]
+            elif b == kth and need > 0:
+                need -= 1
+                out[r, j] = x[r, j]
+            else:
+                out[r, j] = 0
+
+
+_warm = []
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel for float32 and float64, once per
+    process."""
+    if _warm:
+        return
+    for dtype in BITS:
+        as_int, low, inf_bits = BITS[dtype]
+        x = np.ones((1, 4), dtype)
+        peak = np.zeros(1, dtype)
+        quantize(x, dtype.type(3), peak, peak.view(as_int), as_int(low), np.empty_like(x),
+                 np.zeros(16, np.int64), np.full(4, 3, np.int64))
+        topk(x, x.view(as_int), 2, MAGNITUDE[dtype], as_int(inf_bits), np.empty((1, 4), as_int),
+             np.empty(4, as_int), np.empty_like(x))
+    _warm.append(True)
