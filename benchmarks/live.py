@@ -1,14 +1,21 @@
 """`live` with its extras running: does the audio callback keep its timing?
 
     .venv/bin/python benchmarks/live.py [--duration 60] [--blocksizes 32,256] [--rounds 1]
+        [--processors YAML] [--trained] [--variants NAME,NAME]
+
+    # issue 13's case: B = 64, quantize + top-k, on the matrix path, against the empty callback
+    .venv/bin/python benchmarks/live.py --blocksizes 64 --trained \
+        --processors "[{type: quantize, bits: 8}, {type: topk, k: 128}]" \
+        --variants "empty callback,engine,engine short"
 
 On a JACK dummy server (the one JACK_DEFAULT_SERVER names if it answers, else a private one
 started here with real-time scheduling where allowed), for each block size, one stream per
 variant, in a shuffled order each round:
 
 - *empty callback*: a duplex stream that does nothing (tests/jackserver.py), the baseline;
-- *engine*: `live` with a quantizer, nothing else, the interpreter's GIL switch interval
-  (5 ms by default);
+- *engine*: `live` with a quantizer (or the ``--processors`` chain), nothing else, the
+  interpreter's GIL switch interval (5 ms by default); ``--trained`` perturbs the model's
+  parameters (saved as a checkpoint) so the engine runs its matrix products, not the DCT;
 - *+ panel*: the rich panel redrawn every 0.25 s (into /dev/null as an 80x24 terminal);
 - *+ osc*: the OSC server, with a client (another process) sending ``/status`` and a quantizer
   change every 50 ms;
@@ -78,7 +85,7 @@ def panel_display():
 
 
 def run_variant(name: str, blocksize: int, duration_s: float, play_path: str,
-                folder: str) -> dict:
+                folder: str, overrides: list[str]) -> dict:
     import jackserver
     import stream
     from stream.live import LiveSession
@@ -89,8 +96,7 @@ def run_variant(name: str, blocksize: int, duration_s: float, play_path: str,
     parts = set(name.replace(",", " ").split())
     everything = "all" in parts
     cfg = stream.load_config(overrides=[f"audio.blocksize={blocksize}", "audio.samplerate=48000",
-                                        "model.device=cpu",
-                                        "processors=[{type: quantize, bits: 8}]"])
+                                        "model.device=cpu", *overrides])
     record = os.path.join(folder, f"rec-{time.monotonic_ns()}.wav") \
         if everything or "record" in parts else None
     osc = everything or "osc" in parts
@@ -129,12 +135,35 @@ VARIANTS = ("empty callback", "engine", "engine short", "+ panel", "+ osc", "+ r
             "all", "all short")
 
 
+def trained_checkpoint(folder: str) -> str:
+    """A checkpoint of the default model with every parameter perturbed (tests.helpers)."""
+    import stream
+    from models import save_checkpoint
+    from stream.engine import build_model
+    from tests.helpers import perturb
+    model = build_model(stream.load_config(overrides=["model.device=cpu"]))
+    perturb(model)
+    path = os.path.join(folder, "trained.pt")
+    save_checkpoint(model, path)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per stream")
     ap.add_argument("--blocksizes", default="32,256")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--processors", default="[{type: quantize, bits: 8}]",
+                    help="the processors of every engine variant (YAML list)")
+    ap.add_argument("--trained", action="store_true",
+                    help="perturbed parameters: the engine's matrix path instead of the DCT")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = ap.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; allowed: {', '.join(VARIANTS)}")
     import jackserver
     import soundfile as sf
     from stream.live import switch_interval_s
@@ -149,20 +178,24 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             play = os.path.join(folder, "speech.wav")
             sf.write(play, synthesize_speech(48000, 4.0), 48000, subtype="FLOAT")
+            overrides = [f"processors={args.processors}"]
+            if args.trained:
+                overrides.append(f"model.checkpoint={trained_checkpoint(folder)}")
             rng = np.random.default_rng(0)
             for b in (int(x) for x in args.blocksizes.split(",")):
-                rows = {v: [] for v in VARIANTS}
+                rows = {v: [] for v in variants}
                 for _ in range(args.rounds):
-                    for i in rng.permutation(len(VARIANTS)):
-                        v = VARIANTS[i]
-                        rows[v].append(run_variant(v, b, args.duration, play, folder))
+                    for i in rng.permutation(len(variants)):
+                        v = variants[i]
+                        rows[v].append(run_variant(v, b, args.duration, play, folder, overrides))
                 print(f"\nblocksize {b} at 48 kHz: budget {1e3 * b / 48000:.2f} ms, "
                       f"{args.duration:.0f} s per stream, {args.rounds} round(s); short switch "
                       f"interval {1e3 * switch_interval_s(b, 48000):.2f} ms, default "
-                      f"{1e3 * sys.getswitchinterval():.1f} ms")
+                      f"{1e3 * sys.getswitchinterval():.1f} ms; processors {args.processors}, "
+                      f"{'trained (matrix path)' if args.trained else 'DCT init (DCT path)'}")
                 print(f"{'variant':<16} {'xrun ev':>7} {'flagged':>7} {'p50 ms':>7} "
                       f"{'p99 ms':>7} {'max ms':>7} {'cb max':>7}")
-                for v in VARIANTS:
+                for v in variants:
                     r = rows[v]
                     ev = max(x["xrun_events"] for x in r)
                     fl = max(x["flagged"] for x in r)
