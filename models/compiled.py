@@ -9,7 +9,8 @@ on-disk cache) every kernel for float32 and float64, so that no compilation ever
 audio callback.
 
 Arrays are 2-D ``(rows, M)`` views of the ``(frames, channels, M)`` coefficients. The kernels
-release the GIL (a live stream's other threads keep running) and never allocate per row.
+keep the GIL: they take microseconds, and an audio callback that let go of it would wait for
+another thread's switch interval (5 ms by default) to get it back.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ BITS = {np.dtype(np.float32): (np.int32, 2 ** 13 - 1, 0x7F800000),
 MAGNITUDE = {np.dtype(np.float32): np.int32(2 ** 31 - 1), np.dtype(np.float64): np.int64(2 ** 63 - 1)}
 
 
-_jit = numba.njit(cache=True, nogil=True)
+_jit = numba.njit(cache=True)
 
 
 @_jit
