@@ -27,8 +27,7 @@ class AudioCallback:
         source: stream.playback.FileSource fed to the engine in place of the device input,
             or None.
         recorder: stream.recorder.Recorder receiving each output block, or None.
-        pr: a prepared :class:`PlayRecord` (LiveSession.play_record), or None; set it to
-            None when the stream is closed.
+        pr: a prepared :class:`PlayRecord` (LiveSession.play_record), or None.
         abort: the exception class that aborts the stream (sounddevice.CallbackAbort).
     """
 
@@ -37,6 +36,15 @@ class AudioCallback:
         self.source, self.recorder, self.pr = source, recorder, pr
         self.abort = abort
         self.error: BaseException | None = None     # what stopped the stream, if anything
+
+    def release(self) -> None:
+        """Drop the engine and the rest once the stream is closed (a call after it aborts).
+
+        PortAudio's stream object keeps its callback in a reference cycle, freed only by a
+        full garbage collection, and the next stream's ``gc.freeze()`` would keep it through
+        that stream: without this, every earlier engine would stay in memory.
+        """
+        self.engine = self.rec = self.controls = self.source = self.recorder = self.pr = None
 
     def handle(self, indata, outdata, frames, t, status):
         """The audio callback (PortAudio's thread). Allocates no arrays, no I/O, no locks."""

@@ -138,7 +138,7 @@ class StreamLife:
                 # A stream that died by itself (server gone) may hang PortAudio: wait less.
                 closed = _close_stream(sd, stream, timeout_s=5.0 if stream.active else 2.0)
             sys.setswitchinterval(default_interval)
-            callback.pr = None
+            callback.release()
             if self._osc is not None:
                 self._osc.close()
             if self._recorder is not None:
