@@ -631,12 +631,12 @@ def latency_algorithmic(config_path, overrides, json_path, plot_path, overwrite,
 def latency_roundtrip(config_path, overrides, json_path, plot_path, overwrite, input_device,
                       output_device, repeats, bypass, jack_loopback):
     """Play a test signal through the live engine into a loopback and measure the delay."""
-    from stream import measure
+    from stream import roundtrip
     cfg = load(config_path, overrides)
     check_outputs(cfg, [("--json", json_path), ("--plot", plot_path)], overwrite)
-    result = measure.roundtrip(cfg, input_device=input_device, output_device=output_device,
-                               repeats=repeats, bypass=bypass, jack_loopback=jack_loopback,
-                               on_status=status_printer())
+    result = roundtrip.roundtrip(cfg, input_device=input_device, output_device=output_device,
+                                 repeats=repeats, bypass=bypass, jack_loopback=jack_loopback,
+                                 on_status=status_printer())
     _latency_outputs(result, json_path, plot_path, "roundtrip")
 
 
@@ -653,12 +653,12 @@ def latency_roundtrip(config_path, overrides, json_path, plot_path, overwrite, i
 def latency_bench(config_path, overrides, json_path, plot_path, overwrite, blocksizes, devices,
                   seconds):
     """Compute budget without a sound device: per-call time per block size vs real time."""
-    from stream import measure
+    from stream import bench, measure
     cfg = load(config_path, overrides)
     check_outputs(cfg, [("--json", json_path), ("--plot", plot_path)], overwrite)
-    result = measure.bench(cfg, measure.parse_blocksizes(blocksizes),
-                           [d.strip() for d in devices.split(",") if d.strip()], seconds,
-                           progress=progress_bar("bench"))
+    result = bench.bench(cfg, measure.parse_blocksizes(blocksizes),
+                         [d.strip() for d in devices.split(",") if d.strip()], seconds,
+                         progress=progress_bar("bench"))
     _latency_outputs(result, json_path, plot_path, "bench")
 
 

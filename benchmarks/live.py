@@ -21,7 +21,7 @@ variant, in a shuffled order each round:
   change every 50 ms;
 - *+ record*: recording to a WAV file;
 - *all*: panel, OSC (as above), playing a file and recording; with the default switch interval
-  and with the one `live` sets (stream.live.switch_interval_s).
+  and with the one `live` sets (stream.live_stream.switch_interval_s).
 
 Columns: xrun events and flagged callbacks, engine time per callback p50/p99/max (ms) and the
 whole callback's max. Target (issue 14): with everything running, xrun events no more than the
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown variant(s) {unknown}; allowed: {', '.join(VARIANTS)}")
     import jackserver
     import soundfile as sf
-    from stream.live import switch_interval_s
+    from stream.live_stream import switch_interval_s
     from stream.speech import synthesize_speech
 
     print(machine_line("live"))

@@ -5,12 +5,15 @@
 ``"key.path=value"`` overrides (values parsed as YAML, so ``8`` is an int and ``null`` is None)
 and returns a :class:`Config`. Any problem raises one :class:`ConfigError` whose message names the
 key path, what was wrong and the allowed values. A key given twice in one mapping is an error.
-A config that would need more memory than the machine has is refused (``memory_needed_bytes``).
+A config that would need more memory than the machine has is refused (stream/memory.py).
+
+Here: the sections' dataclasses, the schema tying each key to its check, YAML loading
+(duplicate keys refused), presets, overrides and the checks across keys. The value checks
+themselves and :class:`ConfigError` are in stream/config_checks.py.
 """
 from __future__ import annotations
 
 import copy
-import math
 import os
 import pathlib
 from dataclasses import asdict, dataclass, field
@@ -19,9 +22,12 @@ from typing import Any, Callable
 import yaml
 
 from models import processors as processor_registry
+from stream import config_checks as checks
 from stream import effects
 from stream import windows
-from stream.errors import UserError
+from stream.config_checks import ConfigError
+from stream.memory import check_memory
+
 
 def _config_dir() -> pathlib.Path:
     """The shipped presets: ``stream/configs`` in an installed package (pyproject.toml maps the
@@ -37,19 +43,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 MAX_FRAME_SIZE = 16384
 """frame.size above this is refused: 16384 samples are 341 ms at 48 kHz, so the engine's latency
 (at least N - H) is far beyond any live use, and the model's N x M matrices need about 20 GB to
-build (``memory_needed_bytes``)."""
-
-BYTES_PER_MATRIX_ENTRY = 80
-"""Peak memory per entry of the N x M matrices while the model and engine are built, measured
-for N = M = 1024..4096 (float32 and float64, tied, free and pinv decoders: 70-80 bytes): the
-encoder and decoder matrices, their float64 phase grids and the engine's folded copies."""
-
-BASE_BYTES = 64 << 20
-"""Memory the engine needs besides the matrices (queues, windows, FFT plans): 64 MiB covers it."""
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration value is missing, unknown, of the wrong type or impossible."""
+build (stream.memory.memory_needed_bytes)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +107,7 @@ def _osc(key, v):
     if not isinstance(out["host"], str) or not out["host"]:
         raise ConfigError(f"{key}.host = {out['host']!r}: must be an address such as 127.0.0.1")
     if out["port"] is not None:
-        out["port"] = _int(0, 65535)(f"{key}.port", out["port"])
+        out["port"] = checks.integer(0, 65535)(f"{key}.port", out["port"])
     return out
 
 
@@ -143,93 +137,34 @@ class Config:
         return _from_dict(_apply_overrides(self.to_dict(), overrides), self.source)
 
 
-# --- field checks -----------------------------------------------------------------------------
-
-def _int(lo=None, hi=None) -> Callable[[str, Any], int]:
-    def check(key, v):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{key} = {v!r}: must be an integer{_range_text(lo, hi)}")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise ConfigError(f"{key} = {v!r}: out of range; allowed: an integer{_range_text(lo, hi)}")
-        return v
-    return check
-
-
-def _range_text(lo, hi) -> str:
-    if lo is not None and hi is not None:
-        return f" in {lo}..{hi}"
-    if lo is not None:
-        return f" >= {lo}"
-    return ""
-
-
-def _positive_float(key, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ConfigError(f"{key} = {v!r}: must be a number of seconds > 0")
-    return float(v)
-
-
-def _choice(*allowed) -> Callable[[str, Any], str]:
-    def check(key, v):
-        if v not in allowed:
-            raise ConfigError(f"{key} = {v!r}: not allowed; allowed: {' | '.join(allowed)}")
-        return v
-    return check
-
-
-def _device(key, v):
-    if v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-        return v
-    raise ConfigError(f"{key} = {v!r}: must be null (default device), a device index >= 0 "
-                      f"or part of a device name")
-
-
-def _latency(key, v):
-    if v in ("low", "high"):
-        return v
-    if isinstance(v, str):
-        raise ConfigError(f"{key} = {v!r}: not allowed; allowed: low | high | seconds > 0")
-    return _positive_float(key, v)
-
-
-def _optional_samples(key, v):
-    if v is None:
-        return v
-    return _int(1)(key, v)
-
-
-def _optional_path(key, v):
-    if v is None or (isinstance(v, str) and v):
-        return v
-    raise ConfigError(f"{key} = {v!r}: must be null or a file path")
-
+# --- the schema: each key's check (stream/config_checks.py) -------------------------------------
 
 SCHEMA: dict[str, dict[str, Callable[[str, Any], Any]]] = {
     "audio": {
-        "samplerate": _int(1),
-        "blocksize": _int(0),
-        "channels": _int(1, 256),
-        "input_device": _device,
-        "output_device": _device,
-        "latency": _latency,
+        "samplerate": checks.integer(1),
+        "blocksize": checks.integer(0),
+        "channels": checks.integer(1, 256),
+        "input_device": checks.device,
+        "output_device": checks.device,
+        "latency": checks.latency,
     },
     "frame": {
-        "size": _int(2, MAX_FRAME_SIZE),
-        "hop": _int(1),
-        "window": _choice(*windows.WINDOWS),
-        "synthesis_size": _optional_samples,
+        "size": checks.integer(2, MAX_FRAME_SIZE),
+        "hop": checks.integer(1),
+        "window": checks.choice(*windows.WINDOWS),
+        "synthesis_size": checks.optional_samples,
     },
     "model": {
-        "coefficients": _int(1),
-        "init": _choice("dct", "lowpass"),
-        "decoder": _choice("tied", "free", "pinv"),
-        "checkpoint": _optional_path,
-        "device": _choice("auto", "cpu", "cuda"),
-        "dtype": _choice("float32", "float64"),
+        "coefficients": checks.integer(1),
+        "init": checks.choice("dct", "lowpass"),
+        "decoder": checks.choice("tied", "free", "pinv"),
+        "checkpoint": checks.optional_path,
+        "device": checks.choice("auto", "cpu", "cuda"),
+        "dtype": checks.choice("float32", "float64"),
     },
     "monitor": {
-        "report": _optional_path,
-        "refresh_s": _positive_float,
+        "report": checks.optional_path,
+        "refresh_s": checks.positive_seconds,
     },
     "control": {"osc": _osc},
 }
@@ -393,7 +328,7 @@ def _from_dict(data: dict, source: str) -> Config:
     n, h = frame.size, frame.hop
     if h > n or n % h:
         raise ConfigError(f"frame.hop = {h}: must divide frame.size ({n}); allowed: "
-                          f"{_hop_suggestion(n, frame.window)}")
+                          f"{checks.hop_suggestion(n, frame.window)}")
     problem = windows.synthesis_problem(n, h, frame.synthesis_samples)
     if problem:
         raise ConfigError(problem)
@@ -409,125 +344,14 @@ def _from_dict(data: dict, source: str) -> Config:
                  dtype=model.dtype)
 
     m = model.coefficients
-    processors = _check_list("processors", data.get("processors"), "[{type: quantize, bits: 8}]",
-                             lambda spec: processor_registry.check_spec(spec, n_coefficients=m),
-                             (ValueError, TypeError), ".")
-    stages = {where: _check_list(where, data.get(where), "[{type: pedalboard.Gain, gain_db: -6}]",
-                                 effects.check_spec, effects.EffectError)
+    processors = checks.check_list(
+        "processors", data.get("processors"), "[{type: quantize, bits: 8}]",
+        lambda spec: processor_registry.check_spec(spec, n_coefficients=m),
+        (ValueError, TypeError), ".")
+    stages = {where: checks.check_list(where, data.get(where),
+                                       "[{type: pedalboard.Gain, gain_db: -6}]",
+                                       effects.check_spec, effects.EffectError)
               for where in STAGE_SECTIONS}
     return Config(**sections, processors=processors, **stages, source=source)
 
 
-def _check_list(key: str, specs, example: str, check, errors, sep: str = "") -> tuple:
-    """A list section (``processors``, ``pre``, ``post``): every entry checked by ``check``
-    (pedalboard is imported only when a stage list is not empty); an error is one line
-    prefixed with ``key[i]`` and ``sep``."""
-    if specs is None:
-        return ()
-    if not isinstance(specs, list):
-        raise ConfigError(f"{key} = {specs!r}: must be a list such as {example}")
-    checked = []
-    for i, spec in enumerate(specs):
-        try:
-            checked.append(check(spec))
-        except errors as e:
-            raise ConfigError(f"{key}[{i}]{sep}{e}") from None
-    return tuple(checked)
-
-
-def _hop_suggestion(n: int, window: str) -> str:
-    """Text naming hops that divide ``n`` and reconstruct with ``window`` (largest first: the
-    least compute), or what to change when none does (e.g. sqrt_hann at a prime N)."""
-    divisors = [d for d in range(n // 2, 0, -1) if n % d == 0]
-    good = []
-    for d in divisors:
-        if len(good) < 4 and windows.reconstructs(window, n, d):
-            good.append(d)
-    if good:
-        return f"a divisor of {n} that the {window} window reconstructs at, e.g. " + \
-            ", ".join(map(str, good))
-    even = n + 1 if n % 2 else n
-    return (f"a divisor of {n}, but frame.window {window} reconstructs at none of "
-            f"{', '.join(map(str, divisors[:4]))}; use frame.size {even} with frame.hop "
-            f"{even // 2}, or frame.window rectangular with frame.hop {n}")
-
-
-BUFFERS_PER_CHANNEL = 8
-"""Engine buffers of (block size + 2 N) samples per channel, counted generously: the input and
-output queues, the frames and coefficients of one call and their copies."""
-
-
-def memory_needed_bytes(frame_size: int, coefficients: int, blocksize: int = 0,
-                        channels: int = 1, dtype: str = "float32") -> int:
-    """Peak memory in bytes to build a model of N = ``frame_size`` and M = ``coefficients`` and
-    run its engine on blocks of ``blocksize`` samples (0: varying) of ``channels`` channels:
-    BYTES_PER_MATRIX_ENTRY * N * M (the matrices, float32 or float64 alike: the build's float64
-    phase grids dominate) + BUFFERS_PER_CHANNEL buffers of (blocksize + 2 N) samples of
-    ``dtype`` per channel + BASE_BYTES."""
-    itemsize = 8 if dtype == "float64" else 4
-    buffers = BUFFERS_PER_CHANNEL * (blocksize + 2 * frame_size) * channels * itemsize
-    return BYTES_PER_MATRIX_ENTRY * frame_size * coefficients + buffers + BASE_BYTES
-
-
-def memory_available_bytes() -> int | None:
-    """Memory this process can still use, in bytes: the system's available memory
-    (MemAvailable of /proc/meminfo, else the physical memory), lowered by an address-space
-    limit (``ulimit -v``) less what the process maps already. None where neither is known."""
-    limits = []
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    limits.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    if not limits:
-        try:
-            limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-        except (ValueError, OSError, AttributeError):
-            pass
-    try:
-        import resource
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != resource.RLIM_INFINITY:
-            limits.append(max(0, soft - _mapped_bytes()))
-    except (ImportError, OSError, ValueError):
-        pass
-    return min(limits) if limits else None
-
-
-def _mapped_bytes() -> int:
-    """Virtual memory this process maps now (VmSize), 0 where unknown."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def check_memory(frame_size: int, coefficients: int, blocksize: int = 0, channels: int = 1,
-                 dtype: str = "float32", available: int | None = None) -> None:
-    """Refuse a config that would not fit: ConfigError naming the need and the limit.
-
-    Arguments as for ``memory_needed_bytes``; available: bytes, None asks
-    ``memory_available_bytes()`` (no check when unknown).
-    """
-    need = memory_needed_bytes(frame_size, coefficients, blocksize, channels, dtype)
-    if available is None:
-        available = memory_available_bytes()
-    if available is None or need <= available:
-        return
-    matrices = BYTES_PER_MATRIX_ENTRY * frame_size * coefficients
-    if matrices >= need / 2:
-        what = (f"frame.size = {frame_size} with model.coefficients = {coefficients} needs "
-                f"about {need / 1e9:.1f} GB of memory to build the model "
-                f"({BYTES_PER_MATRIX_ENTRY} bytes per entry of its N x M matrices)")
-        fix = "use a smaller frame.size or model.coefficients"
-    else:
-        what = (f"audio.blocksize = {blocksize} with audio.channels = {channels} needs about "
-                f"{need / 1e9:.1f} GB of memory for the engine's buffers")
-        fix = "use a smaller audio.blocksize (a few hundred samples is usual)"
-    raise ConfigError(f"{what} but {available / 1e9:.1f} GB are available; {fix}")

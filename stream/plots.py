@@ -26,7 +26,8 @@ def _figure(width_in: float = 8.0, height_in: float = 4.5):
 
 
 def plot_latency(kind: str, result: dict, path) -> None:
-    """Draw ``result`` of stream.measure.algorithmic / roundtrip / bench as a PNG at ``path``.
+    """Draw ``result`` of stream.measure.algorithmic, stream.roundtrip.roundtrip or
+    stream.bench.bench as a PNG at ``path``.
 
     Args:
         kind: "algorithmic", "roundtrip" or "bench" (which function made ``result``).

@@ -11,59 +11,35 @@ quality (models.training); validation then also measures the bitrate of the engi
 (the learned quantizer's per-band entropy, ``kbps_entropy``, as `evaluate` reports it) and keeps
 the parameters with the lowest validation loss (error / signal energy + stft_weight x MR-STFT +
 rate_weight x bits per sample); the checkpoint stores the learned steps and entropy model.
+
+Here: the checks before any work and the run itself (train_files: the model, the steps, model
+selection, checkpoints, Ctrl-C). The audio, its split and the validation measure are in
+stream/train_data.py; the progress, the loss log and its plot in stream/train_log.py.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import inspect
-import io
 import math
 import os
 import time
-
-import numpy as np
-import soundfile as sf
-import torch
 
 from models import read_checkpoint, save_checkpoint
 from models.checkpoint import CheckpointError
 from models.learned_quantize import RELAXATIONS
 from models.training import (FREQ_LR_RATIO, OBJECTIVES, SegmentSampler, TrainingError,
-                             frequency_offsets, learned_processors, mr_stft, train)
-from stream.engine import Engine, build_model, build_processors, resolve_device
+                             frequency_offsets, learned_processors, train)
+from stream.engine import build_model, build_processors, resolve_device
 from stream.errors import UserError
-from stream.files import atomic_path
 from stream.outputs import check_outputs, protected_paths
+from stream.train_data import HELD_OUT_FRACTION, load_audio, split, validate
+from stream.train_log import MATPLOTLIB_MISSING, LiveLog, plot_log, step_reporter
 from stream.windows import window_pair
-
-HELD_OUT_FRACTION = 0.1
-"""Without --val, the last 10 % of every file (each channel) is validation, never trained on."""
 
 PERFECT_SNR_DB = 100.0
 """A chain that already reconstructs the validation audio this well has nothing to learn: an
 M = N transform without processors reconstructs at about 130 dB in float32 (tied or pinv
 decoder), 300 dB in float64."""
-
-MATPLOTLIB_MISSING = ("--plot needs matplotlib, which is not installed: pip install matplotlib "
-                      "(or pip install '.[plots]'), or leave --plot out")
-
-LOG_COLUMNS = ("step", "loss", "snr_db", "rate_bits", "lr", "lr_freq", "freq_shift_bins",
-               "seconds")
-
-
-def read_audio(path: str) -> tuple[np.ndarray, int]:
-    """(samples as float32 (frames, channels), samplerate in Hz) of any file soundfile reads."""
-    if os.path.isdir(path):
-        raise UserError(f"audio file {path!r} is a folder; give audio files, e.g. {path}/*.wav")
-    if not os.path.exists(path):
-        raise UserError(f"audio file {path!r} not found; check the path")
-    try:
-        data, samplerate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:   # libsndfile's errors (unknown format, broken file) and OSError
-        raise UserError(f"cannot read audio file {path!r}: {' '.join(str(e).split())}") from None
-    return data, samplerate
 
 
 def _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path,
@@ -88,158 +64,6 @@ def _check_outputs(cfg, audio_paths, val_path, out_path, log_path, plot_path,
             import matplotlib  # noqa: F401  (the optional extra "plots"; before hours of training)
         except ImportError:
             raise UserError(MATPLOTLIB_MISSING) from None
-
-
-def _load(paths, frame_size: int) -> list[tuple[str, np.ndarray, int]]:
-    loaded = []
-    for path in paths:
-        data, samplerate = read_audio(path)
-        finite = np.isfinite(data)
-        if not finite.all():
-            bad = int(data.size - np.count_nonzero(finite))
-            first = int(np.argmin(finite.all(axis=1)))
-            raise UserError(f"audio file {path!r} has {bad} NaN or infinite samples (the first "
-                            f"at frame {first}); repair or re-export it, or leave it out")
-        if data.shape[0] < frame_size:
-            raise UserError(f"audio file {path!r} has {data.shape[0]} samples, shorter than one "
-                            f"frame (frame.size = {frame_size}); give longer audio or a smaller "
-                            f"frame.size")
-        loaded.append((path, data, samplerate))
-    return loaded
-
-
-def validate(cfg, model, chain, signals, device, objective: str = "mse",
-             rate_weight: float = 0.0, stft_weight: float = 0.0) -> dict:
-    """The validation measures of the engine's output (rendered as `render` renders a file):
-
-    ``snr_db`` (10 log10(sum x^2 / sum (x - y)^2) over all their samples), ``kbps`` (the
-    last quantizer's ``kbps_entropy`` pooled over the signals by duration; None without a
-    quantizer), ``bits_per_sample`` (the same rate in bits per sample and channel) and
-    ``loss``: for mse the error / signal energy
-    (10**(-snr_db/10)), for rd that plus ``stft_weight`` x mr_stft (mean over signals) plus
-    ``rate_weight`` x bits_per_sample: the training objective, measured through the engine
-    with real rounding and the symbols' empirical entropy.
-    """
-    from models.processors import Quantize
-    signal_energy = error_energy = stft = bits = seconds = samples = 0.0
-    for data, samplerate in signals:
-        engine = Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=0,
-                        channels=data.shape[1], processors=chain, samplerate=samplerate,
-                        device=device, synthesis_size=cfg.frame.synthesis_samples)
-        out = np.empty_like(data)
-        pieces = engine.render_chunks(iter([data]), data.shape[0], out=out)
-        rates = None
-        try:
-            quantizers = [p for p in engine.processors if isinstance(p, Quantize)]
-            for _ in pieces:
-                # read at every piece: after the last one render_chunks resets the statistics
-                rates = quantizers[-1].rates() if quantizers else None
-        finally:
-            pieces.close()
-        x = data.astype(np.float64)
-        error = out.astype(np.float64) - x
-        signal_energy += float((x * x).sum())
-        error_energy += float((error * error).sum())
-        duration = data.shape[0] / samplerate
-        if rates is not None:
-            bits += rates["kbps_entropy"] * 1000.0 * duration
-        seconds += duration
-        samples += data.size
-        if objective == "rd" and stft_weight:
-            stft += float(mr_stft(torch.from_numpy(out.T.astype(np.float64)),
-                                  torch.from_numpy(data.T.astype(np.float64)),
-                                  cfg.frame.size)) * data.size
-    if signal_energy == 0.0:
-        raise UserError("the validation audio (--val, else the last 10 % of each file) is "
-                        "silent, every sample is 0; give --val FILE with sound in it")
-    ratio = error_energy / signal_energy
-    snr = math.inf if ratio == 0.0 else -10.0 * math.log10(ratio)
-    quantized = any(isinstance(p, Quantize) for p in chain)
-    per_sample = bits / samples if quantized else None
-    loss = ratio
-    if objective == "rd":
-        loss += stft_weight * stft / samples + rate_weight * (per_sample or 0.0)
-    return {"snr_db": snr, "kbps": bits / seconds / 1000.0 if quantized else None,
-            "bits_per_sample": per_sample, "loss": loss}
-
-
-def _step_reporter(progress, total: int):
-    """Adapt ``progress(done, total)`` to models.training's on_step(row); a callable that also
-    takes a ``note`` keyword gets the loss as text."""
-    if progress is None:
-        return None
-    with_note = "note" in inspect.signature(progress).parameters
-
-    def on_step(row: dict) -> None:
-        if with_note:
-            progress(row["step"], total,
-                     note=f"loss {row['loss']:.4g} ({row['snr_db']:.2f} dB)")
-        else:
-            progress(row["step"], total)
-    return on_step
-
-
-def write_log(path, rows: list[dict]) -> None:
-    """The loss log as CSV with a header: ``LOG_COLUMNS``, one row per step (atomically)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-class LiveLog:
-    """The loss log written as training goes: the header when opened, then one CSV line per
-    step, each written whole and flushed, so the file only ever ends after a complete line
-    (``tail -f`` it while training; an interrupted run keeps every finished step).
-
-    The file is opened at ``path`` directly (the output checks ran before training). It gets
-    the permissions any new file gets (umask), or those of the file it replaces.
-    """
-
-    def __init__(self, path):
-        self.path = path
-        self._file = open(path, "w", newline="", encoding="utf-8")
-        self._line = io.StringIO()
-        self._writer = csv.DictWriter(self._line, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        self._writer.writeheader()
-        self._flush()
-
-    def write(self, row: dict) -> None:
-        self._writer.writerow(row)
-        self._flush()
-
-    def _flush(self) -> None:
-        self._file.write(self._line.getvalue())
-        self._file.flush()
-        self._line.seek(0)
-        self._line.truncate()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def plot_log(path, rows: list[dict], title: str) -> None:
-    """A PNG of the training loss (log scale) against the step. Needs matplotlib.
-
-    Drawn like stream.plots: the object-oriented API on an Agg canvas (no pyplot, no global
-    backend change), written atomically.
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise UserError(MATPLOTLIB_MISSING) from None
-    fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.semilogy([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (error power / signal power)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
 
 
 def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float = 1e-2,
@@ -311,8 +135,8 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         raise UserError("--objective rd trains a learned quantizer with the transform, and the "
                         "config has none: add it, e.g. --set 'processors=[{type: "
                         "learned_quantize}]'")
-    loaded = _load(audio_paths, n)
-    train_signals, validation = _split(loaded, _load([val_path], n) if val_path else None)
+    loaded = load_audio(audio_paths, n)
+    train_signals, validation = split(loaded, load_audio([val_path], n) if val_path else None)
     # the first file's rate for processor statistics (bitrate)
     chain.prepare(loaded[0][2], hop, model.m)
 
@@ -336,7 +160,7 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         raise UserError(str(e)) from None
     wa, ws = window_pair(cfg.frame.window, n, hop, cfg.frame.synthesis_samples)
     offsets_before = frequency_offsets(model)
-    on_step = _step_reporter(progress, steps)
+    on_step = step_reporter(progress, steps)
 
     files = [os.path.abspath(p) for p in audio_paths]
     held_out = (os.path.abspath(val_path) if val_path
@@ -491,22 +315,6 @@ def _check_objective(objective: str, rate_weight: float, stft_weight: float,
 def _shift(model, offsets_before) -> float:
     """Mean |w - w at the start| in bins of pi/N."""
     return float((frequency_offsets(model) - offsets_before).abs().mean())
-
-
-def _split(loaded, val_loaded):
-    """(training signals: one 1-D tensor per file channel, validation: (frames, channels)
-    array and samplerate pairs). Without ``val_loaded`` the last 10 % of each file (at least one
-    sample) is validation and only the rest is trained on."""
-    train_signals, validation = [], []
-    for _, data, samplerate in loaded:
-        cut = data.shape[0]
-        if val_loaded is None:
-            cut -= max(1, int(cut * HELD_OUT_FRACTION))
-            validation.append((np.ascontiguousarray(data[cut:]), samplerate))
-        train_signals += [torch.from_numpy(data[:cut, c].copy()) for c in range(data.shape[1])]
-    for _, data, samplerate in val_loaded or ():
-        validation.append((data, samplerate))
-    return train_signals, validation
 
 
 @contextlib.contextmanager

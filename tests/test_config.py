@@ -137,6 +137,7 @@ import subprocess                             # noqa: E402
 import sys                                    # noqa: E402
 
 from stream import config as config_module   # noqa: E402
+from stream import memory                     # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -198,19 +199,19 @@ def test_frame_size_is_bounded_where_it_stops_being_useful():
 
 
 def test_memory_estimate_refuses_what_does_not_fit():
-    need = config_module.memory_needed_bytes(8192, 8192)
+    need = memory.memory_needed_bytes(8192, 8192)
     assert 5e9 < need < 6e9           # measured: about 5 GB for N = M = 8192
-    config_module.check_memory(8192, 8192, available=need)
+    memory.check_memory(8192, 8192, available=need)
     with pytest.raises(ConfigError, match=r"frame.size = 8192 with model.coefficients = 8192 "
                                           r"needs about 5.4 GB .* but 1.0 GB are available"):
-        config_module.check_memory(8192, 8192, available=10 ** 9)
+        memory.check_memory(8192, 8192, available=10 ** 9)
 
 
 def test_memory_estimate_counts_the_engine_buffers():
-    small = config_module.memory_needed_bytes(512, 512)
-    assert config_module.memory_needed_bytes(512, 512, blocksize=256, channels=2) > small
-    assert config_module.memory_needed_bytes(512, 512, 256, 2, "float64") > \
-        config_module.memory_needed_bytes(512, 512, 256, 2, "float32")
+    small = memory.memory_needed_bytes(512, 512)
+    assert memory.memory_needed_bytes(512, 512, blocksize=256, channels=2) > small
+    assert memory.memory_needed_bytes(512, 512, 256, 2, "float64") > \
+        memory.memory_needed_bytes(512, 512, 256, 2, "float32")
     with pytest.raises(ConfigError, match=r"audio.blocksize = 1099511627776 with audio.channels "
                                           r"= 2 needs about 70368.8 GB .*smaller audio.blocksize"):
         load_config(overrides=[f"audio.blocksize={1 << 40}"])

@@ -1,6 +1,6 @@
-"""Latency tests (stream.measure, stream.plots) on real parts: the engine offline, a JACK dummy
-server's loopback for round trips (the ``jack_server`` fixture, tests/conftest.py), matplotlib
-for plots, and the CLI through click's runner."""
+"""Latency tests (stream.measure, stream.roundtrip, stream.bench, stream.plots) on real parts:
+the engine offline, a JACK dummy server's loopback for round trips (the ``jack_server``
+fixture, tests/conftest.py), matplotlib for plots, and the CLI through click's runner."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import run
 from stream import latency as lat
-from stream import measure, plots
+from stream import bench, measure, plots, roundtrip
 from stream.config import load_config
 from stream.engine import Engine
 from stream.errors import UserError
@@ -134,27 +134,27 @@ def delayed(signal, delay, length, channels=2):
 
 
 def test_gcc_phat_finds_the_delay_of_a_sweep_and_of_noise():
-    sweep = measure.log_sweep(48000, 0.25)
+    sweep = roundtrip.log_sweep(48000, 0.25)
     assert sweep.dtype == np.float32 and sweep.shape == (12000,)
-    assert np.abs(sweep).max() == pytest.approx(measure.SWEEP_AMPLITUDE, rel=1e-3)
+    assert np.abs(sweep).max() == pytest.approx(roundtrip.SWEEP_AMPLITUDE, rel=1e-3)
     rng = np.random.default_rng(1)
     noise = rng.standard_normal(6000).astype(np.float32)
     for ref, delay in ((sweep, 777), (noise, 123)):
         rec = delayed(ref, delay, len(ref) + 4000)
         rec += 0.01 * rng.standard_normal(rec.shape).astype(np.float32)  # channel 1: noise only
-        est = measure.estimate_delay(ref, rec, max_lag=4000)
+        est = roundtrip.estimate_delay(ref, rec, max_lag=4000)
         assert est["delay_samples"] == delay and est["channel"] == 0
-        assert est["peak_to_floor_db"] > measure.MIN_PEAK_TO_FLOOR_DB
-        assert est["channels"][1]["peak_to_floor_db"] < measure.MIN_PEAK_TO_FLOOR_DB
+        assert est["peak_to_floor_db"] > roundtrip.MIN_PEAK_TO_FLOOR_DB
+        assert est["channels"][1]["peak_to_floor_db"] < roundtrip.MIN_PEAK_TO_FLOOR_DB
 
 
 def test_estimate_delay_refuses_silence_and_unrelated_noise():
-    sweep = measure.log_sweep(48000, 0.25)
+    sweep = roundtrip.log_sweep(48000, 0.25)
     with pytest.raises(UserError, match="nothing came back"):
-        measure.estimate_delay(sweep, np.zeros((20000, 2), np.float32), max_lag=8000)
+        roundtrip.estimate_delay(sweep, np.zeros((20000, 2), np.float32), max_lag=8000)
     noise = 0.1 * np.random.default_rng(2).standard_normal((20000, 2)).astype(np.float32)
     with pytest.raises(UserError, match="does not contain the test signal"):
-        measure.estimate_delay(sweep, noise, max_lag=8000)
+        roundtrip.estimate_delay(sweep, noise, max_lag=8000)
 
 
 # --- roundtrip on the JACK dummy server ----------------------------------------------------------
@@ -167,7 +167,7 @@ def live_config(jack_server, *overrides):
 @pytest.mark.parametrize("blocksize", [256, 100])
 def test_roundtrip_on_jack_loopback_is_engine_plus_device_latency(jack_server, blocksize, bypass):
     cfg = live_config(jack_server, f"audio.blocksize={blocksize}")
-    result = measure.roundtrip(cfg, repeats=3, bypass=bypass, jack_loopback=True)
+    result = roundtrip.roundtrip(cfg, repeats=3, bypass=bypass, jack_loopback=True)
     engine = lat.latency_samples(cfg.frame.size, cfg.frame.hop, blocksize)
     assert result["engine_samples"] == engine
     assert result["bypass"] is bypass
@@ -193,7 +193,7 @@ def test_roundtrip_on_jack_loopback_is_engine_plus_device_latency(jack_server, b
 def test_roundtrip_without_a_loopback_is_a_user_error(jack_server):
     # the dummy server's capture ports are silent; a real server's hear no sweep
     with pytest.raises(UserError, match="nothing came back|does not contain the test signal"):
-        measure.roundtrip(live_config(jack_server), repeats=1)
+        roundtrip.roundtrip(live_config(jack_server), repeats=1)
 
 
 def test_overload_counts_xruns_and_leaves_the_round_trip_unchanged(jack_server):
@@ -204,7 +204,7 @@ def test_overload_counts_xruns_and_leaves_the_round_trip_unchanged(jack_server):
     sr, blocksize = jack_server.samplerate, 256
     sleepy = '{type: "plugins_sleepy:Sleepy", sleep_ms: 20, above: 5.0}'
     cfg = live_config(jack_server, f"audio.blocksize={blocksize}", f"processors=[{sleepy}]")
-    sweep = measure.log_sweep(sr, 0.25)
+    sweep = roundtrip.log_sweep(sr, 0.25)
     t = np.arange(int(0.05 * sr)) / sr
     tone = (0.9 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)   # coefficients up to ~9
     gap = np.zeros(int(0.2 * sr), np.float32)
@@ -233,8 +233,8 @@ def test_overload_counts_xruns_and_leaves_the_round_trip_unchanged(jack_server):
     after[second:] = sweep
     # lags searched stay below the sweeps' distance, so each reference finds only its own sweep
     assert tail < second
-    d_before = measure.estimate_delay(before, recording, max_lag=tail)["delay_samples"]
-    d_after = measure.estimate_delay(after, recording, max_lag=tail)["delay_samples"]
+    d_before = roundtrip.estimate_delay(before, recording, max_lag=tail)["delay_samples"]
+    d_after = roundtrip.estimate_delay(after, recording, max_lag=tail)["delay_samples"]
     assert d_after == d_before
     if jack_server.dummy:
         assert d_before == report["latency"]["total_samples"], (d_before, report["latency"])
@@ -272,7 +272,7 @@ def test_cli_roundtrip_writes_json_and_plot_and_fails_in_one_line(jack_server, t
 def test_bench_reports_the_distribution_and_says_which_devices_are_unavailable():
     cfg = load_config(overrides=["model.device=cpu"])
     devices = ["cpu", "cuda"]
-    result = measure.bench(cfg, [64, 256], devices, seconds=0.1)
+    result = bench.bench(cfg, [64, 256], devices, seconds=0.1)
     sr = cfg.audio.samplerate
     assert result["devices"]["cpu"] == {"available": True, "reason": None}
     cuda = torch.cuda.is_available()
@@ -299,7 +299,7 @@ def test_bench_reports_the_distribution_and_says_which_devices_are_unavailable()
         fits = [r["blocksize"] for r in result["rows"] if r["device"] == device and r["safe"]]
         assert result["smallest_safe_blocksize"][device] == (min(fits) if fits else None)
     with pytest.raises(UserError, match="fixed block sizes"):
-        measure.bench(cfg, [0, 64], ["cpu"], seconds=0.1)
+        bench.bench(cfg, [0, 64], ["cpu"], seconds=0.1)
 
 
 def test_bench_unknown_device_is_one_line_not_a_row(tmp_path):

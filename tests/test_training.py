@@ -23,7 +23,8 @@ from models import training as T
 from run import cli
 from stream.config import load_config
 from stream.engine import Engine, build_model
-from stream.train import LOG_COLUMNS, train_files
+from stream.train import train_files
+from stream.train_log import LOG_COLUMNS
 from stream.windows import window_pair
 
 ROOT = Path(__file__).resolve().parent.parent
