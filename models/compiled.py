@@ -4,9 +4,9 @@ The engine calls the processors once per block on one or two frames (1024 values
 2 channels). There numpy costs 2-5 us per operation whatever the size, and a quantizer or
 top-k needs about ten; each kernel here is one call that computes the same bits as the
 processor's torch route (tests/test_processors.py holds both to that, NaN, ties and silent
-frames included). numba is imported on first use; ``warm_up`` compiles (or loads from numba's
-on-disk cache) every kernel for float32 and float64, so that no compilation ever happens in an
-audio callback.
+frames included). The processors import this module (and numba) on first use; the engine calls
+``warm_up`` for its dtype when it is built, so that no compilation (or load from numba's on-disk
+cache) ever happens in an audio callback.
 
 Arrays are 2-D ``(rows, M)`` views of the ``(frames, channels, M)`` coefficients. The kernels
 keep the GIL: they take microseconds, and an audio callback that let go of it would wait for
@@ -26,7 +26,13 @@ BITS = {np.dtype(np.float32): (np.int32, 2 ** 13 - 1, 0x7F800000),
 MAGNITUDE = {np.dtype(np.float32): np.int32(2 ** 31 - 1), np.dtype(np.float64): np.int64(2 ** 63 - 1)}
 
 
-_jit = numba.njit(cache=True)
+def _jit(function):
+    """numba's nopython compilation, cached on disk where numba finds a writable place (next to
+    this file or the user's cache folder); without one, compiled once per process."""
+    try:
+        return numba.njit(cache=True)(function)
+    except RuntimeError:            # "cannot cache function ...: no locator available"
+        return numba.njit(function)
 
 
 @_jit
@@ -117,20 +123,20 @@ def topk(x, x_bits, k, magnitude_mask, inf_bits, order, scratch, out):
                 out[r, j] = 0
 
 
-_warm = []
+_warm: set = set()
 
 
-def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel for float32 and float64, once per
-    process."""
-    if _warm:
+def warm_up(dtype) -> None:
+    """Compile (or load from numba's cache) every kernel for float ``dtype`` (float32 or
+    float64), once per process."""
+    dtype = np.dtype(dtype)
+    if dtype in _warm:
         return
-    for dtype in BITS:
-        as_int, low, inf_bits = BITS[dtype]
-        x = np.ones((1, 4), dtype)
-        peak = np.zeros(1, dtype)
-        quantize(x, dtype.type(3), peak, peak.view(as_int), as_int(low), np.empty_like(x),
-                 np.zeros(16, np.int64), np.full(4, 3, np.int64))
-        topk(x, x.view(as_int), 2, MAGNITUDE[dtype], as_int(inf_bits), np.empty((1, 4), as_int),
-             np.empty(4, as_int), np.empty_like(x))
-    _warm.append(True)
+    as_int, low, inf_bits = BITS[dtype]
+    x = np.ones((1, 4), dtype)
+    peak = np.zeros(1, dtype)
+    quantize(x, dtype.type(3), peak, peak.view(as_int), as_int(low), np.empty_like(x),
+             np.zeros(16, np.int64), np.full(4, 3, np.int64))
+    topk(x, x.view(as_int), 2, MAGNITUDE[dtype], as_int(inf_bits), np.empty((1, 4), as_int),
+         np.empty(4, as_int), np.empty_like(x))
+    _warm.add(dtype)

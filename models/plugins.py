@@ -437,16 +437,10 @@ def construct(type_name: str, params: dict) -> Plugin:
 class _Builtin(Processor):
     """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array)`` for the CPU
     route; both return a new array/tensor of the same shape and dtype with identical values.
-    ``COMPILED`` built-ins run models.compiled kernels on the CPU route: ``prepare`` compiles
-    them (or loads numba's cache), so that the first block does not."""
+    ``COMPILED`` built-ins run models.compiled kernels on the CPU route (the engine compiles
+    them for its dtype before its first block; elsewhere the first call does)."""
 
     COMPILED = False
-
-    def prepare(self, samplerate: int, hop: int, n_coefficients: int) -> None:
-        super().prepare(samplerate, hop, n_coefficients)
-        if self.COMPILED:
-            from models import compiled
-            compiled.warm_up()
 
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
         if _numpy_route(coeffs):

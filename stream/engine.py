@@ -158,6 +158,10 @@ class Engine:
         self.processors = processors if processors is not None else processor_registry.build_chain([])
         self.processors.to(self.device)
         self.processors.prepare(samplerate, hop, model.m)
+        if self.device.type == "cpu" and any(getattr(p, "COMPILED", False)
+                                             for p in self.processors):
+            from models import compiled    # compiled now, not in the first block
+            compiled.warm_up(np.float64 if self.dtype == torch.float64 else np.float32)
         self._window_analysis, self._window_synthesis = window_pair(window, n, hop, synthesis)
         self.synthesis_size = synthesis
 
