@@ -139,8 +139,8 @@ def main() -> None:
         start = "-" if r["startup_s"] is None else f"{r['startup_s']:.1f}"
         print(f"{r['set']:<16} {r['mode']:<9} {r['wall_s']:8.1f} {r['files_s']:8.2f} "
               f"{r['audio_s']:10.1f} {r['ratio']:8.2f} {start:>11}")
-    print(f"load average at end: {os.getloadavg()[0]:.2f} (above the CPU count: other processes "
-          f"were competing)")
+    # the 1-minute average at the end counts this benchmark's own renders of the last minute
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (this benchmark's renders included)")
 
 
 if __name__ == "__main__":
