@@ -139,7 +139,7 @@ def trained_checkpoint(folder: str) -> str:
     """A checkpoint of the default model with every parameter perturbed (tests.helpers)."""
     import stream
     from models import save_checkpoint
-    from stream.engine import build_model
+    from stream.build import build_model
     from tests.helpers import perturb
     model = build_model(stream.load_config(overrides=["model.device=cpu"]))
     perturb(model)

@@ -95,7 +95,8 @@ def variant(chain, frames: int, calls: int, inputs: np.ndarray):
 def engine_variant(chain, blocks: np.ndarray):
     """A function that runs one engine call per block (B = 256, 2 channels) with ``chain``."""
     from stream.config import load_config
-    from stream.engine import Engine, build_model
+    from stream.build import build_model
+    from stream.engine import Engine
     cfg = load_config()
     engine = Engine(build_model(cfg), cfg.frame.hop, cfg.frame.window, blocksize=blocks.shape[1],
                     channels=CHANNELS, processors=chain, samplerate=cfg.audio.samplerate,

@@ -30,11 +30,11 @@ import math
 import numpy as np
 import torch
 
-from models import LearnedCosine, load_checkpoint, load_processors
+from models import LearnedCosine
 from models.cosine import parameter_key
-from models.checkpoint import CheckpointError
 from models import processors as processor_registry
 from stream import latency as lat
+from stream.build import build_model, build_processors, resolve_device
 from stream.errors import UserError
 from stream.kernel_numpy import NumpyKernel
 from stream.kernel_torch import TorchKernel
@@ -61,42 +61,6 @@ def all_finite(block: np.ndarray) -> bool:
 
 class EngineInputError(UserError, ValueError):
     """A block handed to the engine has the wrong dtype, rank, channel count or size."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cuda" without one is a UserError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device = cuda but no CUDA device is available; use "
-                        "--set model.device=cpu (or auto)")
-    return torch.device(name)
-
-
-def build_model(cfg) -> LearnedCosine:
-    """The config's model, with its checkpoint loaded when one is given."""
-    model = LearnedCosine(cfg.frame.size, cfg.model.coefficients, init=cfg.model.init,
-                          decoder=cfg.model.decoder, dtype=cfg.model.dtype)
-    if cfg.model.checkpoint:
-        try:
-            load_checkpoint(model, cfg.model.checkpoint)
-        except CheckpointError as e:
-            raise UserError(str(e)) from None
-    return model
-
-
-def build_processors(cfg):
-    """The config's processor chain, with learned processor state (the learned quantizer's
-    steps) loaded from ``model.checkpoint`` when one is given (models.load_processors)."""
-    try:
-        chain = processor_registry.build_chain(cfg.processors)
-    except (TypeError, ValueError) as e:      # a plugin's constructor, named in one line
-        raise UserError(f"processors: {e}") from e
-    try:
-        load_processors(chain, cfg.model.checkpoint)
-    except CheckpointError as e:
-        raise UserError(str(e)) from None
-    return chain
 
 
 class Engine:

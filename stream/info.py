@@ -7,7 +7,8 @@ import torch
 
 from models import read_checkpoint
 from models.checkpoint import CheckpointError
-from stream.engine import Engine, resolve_device
+from stream.build import resolve_device
+from stream.engine import Engine
 from stream.errors import UserError
 
 

@@ -29,7 +29,7 @@ from models.checkpoint import CheckpointError
 from models.learned_quantize import RELAXATIONS
 from models.training import (FREQ_LR_RATIO, OBJECTIVES, SegmentSampler, TrainingError,
                              frequency_offsets, learned_processors, train)
-from stream.engine import build_model, build_processors, resolve_device
+from stream.build import build_model, build_processors, resolve_device
 from stream.errors import UserError
 from stream.outputs import check_outputs, protected_paths
 from stream.train_data import HELD_OUT_FRACTION, load_audio, split, validate

@@ -53,7 +53,8 @@ def make_engine(blocksize: int = 0, channels: int = 1, overrides=(), processors=
     to Engine."""
     import stream
     from models import processors as registry
-    from stream.engine import Engine, build_model
+    from stream.build import build_model
+    from stream.engine import Engine
     cfg = stream.load_config(overrides=("model.device=cpu", *overrides))
     model = build_model(cfg)
     if trained:

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 import stream
 from stream import latency as lat
-from stream.engine import Engine, EngineInputError, build_model
+from stream.build import build_model
+from stream.engine import Engine, EngineInputError
 
 BLOCKSIZES = [1, 32, 64, 100, 256, 441, 512, 1024, 4096, 0]
 

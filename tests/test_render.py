@@ -231,8 +231,8 @@ def coefficients_seen(path, overrides) -> np.ndarray:
     """(frames, channels, M) float64: what the first processor receives when ``path`` renders
     with ``overrides`` (the contract: the same for any chunking)."""
     from helpers import recording_chain
-    from models import processors as registry
-    from stream.engine import Engine, build_model
+    from stream.build import build_model
+    from stream.engine import Engine
     cfg = stream.load_config(None, ["model.device=cpu", *overrides])
     x = sf.read(path, dtype="float32", always_2d=True)[0]
     chain, recorder = recording_chain(m=cfg.model.coefficients)

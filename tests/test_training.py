@@ -22,7 +22,8 @@ from models import processors as P
 from models import training as T
 from run import cli
 from stream.config import load_config
-from stream.engine import Engine, build_model
+from stream.build import build_model
+from stream.engine import Engine
 from stream.train import train_files
 from stream.train_log import LOG_COLUMNS
 from stream.windows import window_pair
