@@ -6,7 +6,8 @@ nothing is committed): many short files (default 200 of 5 s) and a few long ones
 start, torch import, worker start-up and Ray start-up included), and prints per set and mode:
 files/s, audio seconds per wall second, both as ratios to --jobs 1, and for --ray the start-up
 cost (connecting, or starting the local instance, and building the actors, from the batch
-report's ``ray.startup_s``). Outputs of every mode are checked to be identical to --jobs 1's.
+report's ``ray.startup_s``), and the machine's busy cores while each command ran (/proc/stat,
+kernel included: --jobs 1 keeps more than one core busy, which bounds what --jobs 2 can gain). Outputs of every mode are checked to be identical to --jobs 1's.
 The load average is printed at start and end: ratios need the cores free of other work.
 
     python benchmarks/batch.py                                    # the full sizes
@@ -58,21 +59,42 @@ def write_set(folder: pathlib.Path, files: int, seconds: float) -> float:
 
 def render(src: pathlib.Path, out: pathlib.Path, mode: str, overrides: list[str]) -> dict:
     """Render ``src`` into a fresh ``out`` with ``mode`` ("1", "2", "auto" or "ray"); returns
-    {"wall_s", "startup_s" (ray only), "report"}."""
+    {"wall_s", "startup_s" (ray only), "busy_cores", "report"}."""
     out.mkdir()
     report = out.parent / f"{out.name}.json"
     flags = ["--ray"] if mode == "ray" else ["--jobs", mode]
     sets = [a for o in overrides for a in ("--set", o)]
+    ticks = cpu_ticks()
     started = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / "run.py"), "render", str(src),
                            "--out-dir", str(out), "--report", str(report), *sets, *flags],
                           capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - started
+    busy = busy_cores(ticks, cpu_ticks())
     if done.returncode != 0:
         sys.exit(f"render {mode} failed:\n{done.stderr}")
     data = json.loads(report.read_text())
     return {"wall_s": wall, "startup_s": (data.get("ray") or {}).get("startup_s"),
-            "report": data}
+            "busy_cores": busy, "report": data}
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(all, idle) clock ticks of the whole machine from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    return sum(values), values[3] + values[4]       # idle + iowait
+
+
+def busy_cores(before, after) -> float | None:
+    """Cores kept busy between two ``cpu_ticks`` (every process and the kernel: a render's
+    page-cache and write-back work shows here, not in its own CPU time)."""
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (os.cpu_count() or 1) * (total - idle) / total
 
 
 def samples(folder: pathlib.Path) -> dict[str, bytes]:
@@ -128,17 +150,19 @@ def main() -> None:
                              "--ray" if mode == "ray" else f"--jobs {mode}",
                              "wall_s": result["wall_s"], "files_s": files_s,
                              "audio_s": audio_s, "ratio": audio_s / base[1],
-                             "startup_s": result["startup_s"]})
+                             "startup_s": result["startup_s"],
+                             "busy_cores": result["busy_cores"]})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     head = (f"{'set':<16} {'mode':<9} {'wall s':>8} {'files/s':>8} {'audio s/s':>10} "
-            f"{'x jobs 1':>8} {'ray start s':>11}")
+            f"{'x jobs 1':>8} {'busy cores':>10} {'ray start s':>11}")
     print(head)
     print("-" * len(head))
     for r in rows:
         start = "-" if r["startup_s"] is None else f"{r['startup_s']:.1f}"
+        cores = "-" if r["busy_cores"] is None else f"{r['busy_cores']:.2f}"
         print(f"{r['set']:<16} {r['mode']:<9} {r['wall_s']:8.1f} {r['files_s']:8.2f} "
-              f"{r['audio_s']:10.1f} {r['ratio']:8.2f} {start:>11}")
+              f"{r['audio_s']:10.1f} {r['ratio']:8.2f} {cores:>10} {start:>11}")
     # the 1-minute average at the end counts this benchmark's own renders of the last minute
     print(f"load average at end: {os.getloadavg()[0]:.2f} (this benchmark's renders included)")
 
