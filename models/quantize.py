@@ -23,9 +23,10 @@ class Quantize(_Builtin):
     the identity (straight-through).
 
     Bitrate: the symbols go into a histogram on the coefficients' device (no sync per call; on
-    the CPU route counted inside the compiled call that quantizes), one row per band of coefficient indices (``BANDS`` equal bands: index m of M is in band
-    ``m * BANDS // M``), and ``stats()`` computes the empirical entropy of all symbols since
-    reset from the rows summed (one pooled histogram). ``rates()`` adds the rate without
+    the CPU route counted inside the compiled call that quantizes), one row per band of
+    coefficient indices (``BANDS`` equal bands: index m of M is in band ``m * BANDS // M``),
+    and ``stats()`` computes the empirical entropy of all symbols since reset from the rows
+    summed (one pooled histogram). ``rates()`` adds the rate without
     entropy coding and the rate of a coder with one model per band. Each row has a fixed size,
     at most 65 537 bins (512 KiB, 8 MiB for all bands): exact for bits <= 16; above that,
     symbols with |q| <= 2**14 keep their own bins and larger ones share bins of W neighbours,
@@ -96,7 +97,7 @@ class Quantize(_Builtin):
         # peaks, bits > 16) takes _torch on the same memory.
         from models import compiled          # numba: imported when first needed
         bits = self.bits
-        if bits <= 16 and x.size:
+        if self.levels(bits) <= self._EXACT_LEVELS and x.size:
             key = (x.dtype, x.shape, bits)
             plan = self._plans.get(key) or self._plan(key)
             rows_m, typed_levels, peak, peak_bits, low, bins_of = plan
