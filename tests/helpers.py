@@ -89,6 +89,16 @@ def stream_blocks(engine, signal: np.ndarray, sizes) -> np.ndarray:
     return np.concatenate(out)
 
 
+def assert_impulse_at(output: np.ndarray, position: int) -> None:
+    """``output`` (frames, 2): channel 0 holds the unit impulse whole at ``position`` and
+    nothing else above 1e-5; channel 1 (silent input) is exactly zero."""
+    peak = int(np.argmax(np.abs(output[:, 0])))
+    assert peak == position
+    assert abs(output[peak, 0] - 1.0) < 1e-5
+    assert np.abs(np.delete(output[:, 0], peak)).max() < 1e-5
+    assert np.abs(output[:, 1]).max() == 0.0
+
+
 def render_in_blocks(engine, signal: np.ndarray, sizes) -> np.ndarray:
     """The aligned render of ``signal`` fed in blocks of ``sizes`` (cycled), through the
     engine's one latency-compensation function (Engine.render_chunks)."""

@@ -10,6 +10,8 @@ from stream import latency as lat
 from stream.build import build_model
 from stream.engine import Engine, EngineInputError
 
+from helpers import assert_impulse_at, stream_blocks
+
 BLOCKSIZES = [1, 32, 64, 100, 256, 441, 512, 1024, 4096, 0]
 
 
@@ -17,16 +19,6 @@ def make_engine(blocksize=0, channels=1, overrides=(), **kwargs):
     cfg = stream.load_config(overrides=("model.device=cpu", *overrides))
     return Engine.from_config(cfg, blocksize=blocksize, channels=channels, **kwargs)
 
-
-def stream_through(engine, signal, sizes):
-    """Feed ``signal`` in blocks of the given sizes (cycled) and concatenate the output."""
-    out, pos, i = [], 0, 0
-    while pos < signal.shape[0]:
-        size = sizes[i % len(sizes)]
-        out.append(engine.process(np.ascontiguousarray(signal[pos:pos + size])))
-        pos += size
-        i += 1
-    return np.concatenate(out)
 
 
 def snr_db(reference, estimate):
@@ -86,12 +78,7 @@ def test_impulse_comes_out_exactly_latency_samples_later(blocksize):
         engine.reset()
         x = np.zeros((total + 4096, 2), np.float32)
         x[t, 0] = 1.0
-        y = stream_through(engine, x, sizes)
-        peak = int(np.argmax(np.abs(y[:, 0])))
-        assert peak == t + engine.latency_samples
-        assert abs(y[peak, 0] - 1.0) < 1e-5
-        assert np.abs(np.delete(y[:, 0], peak)).max() < 1e-5
-        assert np.abs(y[:, 1]).max() == 0.0
+        assert_impulse_at(stream_blocks(engine, x, sizes), t + engine.latency_samples)
 
 
 @pytest.mark.parametrize("overrides", [(), ("frame.hop=128", "model.coefficients=384"),
@@ -127,7 +114,7 @@ def test_render_equals_streaming_and_is_aligned():
     x = np.random.default_rng(2).uniform(-1, 1, (20000, 3)).astype(np.float32)
     engine = make_engine(0, 3, ["processors=[{type: band, lo: 0, hi: 200}]"])
     rendered = engine.render(x, chunk_frames=3000)
-    streamed = stream_through(make_engine(0, 3, ["processors=[{type: band, lo: 0, hi: 200}]"]),
+    streamed = stream_blocks(make_engine(0, 3, ["processors=[{type: band, lo: 0, hi: 200}]"]),
                               np.concatenate([x, np.zeros((511, 3), np.float32)]), [700])
     np.testing.assert_allclose(rendered, streamed[511:511 + x.shape[0]], atol=1e-6, rtol=0)
 
