@@ -29,9 +29,9 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.insert(0, ROOT)
 from benchmarks.timing import machine_line  # noqa: E402
-import stream  # noqa: E402
-from stream import effects  # noqa: E402
-from stream.engine import Engine  # noqa: E402
+import cosine_host  # noqa: E402
+from cosine_host.engine import effects  # noqa: E402
+from cosine_host.engine.engine import Engine  # noqa: E402
 
 SR, CHANNELS = 48000, 2
 CHAINS = {
@@ -45,7 +45,7 @@ CHAINS = {
 
 
 def make_engine(blocksize: int, chains) -> Engine:
-    cfg = stream.load_config(overrides=[f"audio.blocksize={blocksize}",
+    cfg = cosine_host.load_config(overrides=[f"audio.blocksize={blocksize}",
                                         f"audio.channels={CHANNELS}", "model.device=cpu"])
     if chains is None:
         return Engine.from_config(cfg)

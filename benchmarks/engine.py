@@ -14,7 +14,7 @@ Per call (default config: N = M = 512, H = 256, sqrt-Hann, 48 kHz, 2 channels):
 - ``raw``: the transform alone on exactly the frames each call processes (C channels x the
   frames that became ready in that call), replayed call by call into preallocated buffers:
   on the matrix path the two matrix products (numpy/BLAS, the CPU engine's own; windows folded
-  in), on the DCT path pocketfft's DCT-III then DCT-II (stream.dct.ScipyDCT, the
+  in), on the DCT path pocketfft's DCT-III then DCT-II (cosine_host.engine.dct.ScipyDCT, the
   engine's own); ``engine/raw`` is the ratio of the means per call: what the engine costs on
   top of its transform (windows, framing, overlap-add, queues, checks).
 - Two parameter states: ``trained`` (parameters perturbed: the matrix-product path) and
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-import stream  # noqa: E402
-from stream.engine import Engine  # noqa: E402
-from stream.dct import ScipyDCT  # noqa: E402
+import cosine_host  # noqa: E402
+from cosine_host.engine.engine import Engine  # noqa: E402
+from cosine_host.engine.dct import ScipyDCT  # noqa: E402
 from benchmarks.timing import SETTLE_S, machine_line  # noqa: E402
 from tests.helpers import perturb  # noqa: E402
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=30, help="rounds (default 30)")
     ap.add_argument("--channels", type=int, default=2, help="channels per call (default 2)")
     args = ap.parse_args(argv)
-    cfg = stream.load_config(overrides=["model.device=cpu"])
+    cfg = cosine_host.load_config(overrides=["model.device=cpu"])
     print(machine_line("engine"))
     per_call(cfg, args.channels, args.repeats, sys.stdout)
     print(f"# load average {os.getloadavg()[0]:.1f} at end")

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-import stream  # noqa: E402
-from models import LearnedCosine  # noqa: E402
-from models import processors as procs  # noqa: E402
-from stream.engine import Engine  # noqa: E402
+import cosine_host  # noqa: E402
+from cosine_host.models import LearnedCosine  # noqa: E402
+from cosine_host.models.processors import registry as procs  # noqa: E402
+from cosine_host.engine.engine import Engine  # noqa: E402
 from tests.helpers import perturb  # noqa: E402
 
 FAILED = []
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.calls, args.repeats = 2.0, 200, 3
-    cfg = stream.load_config(overrides=["model.device=cpu"])
+    cfg = cosine_host.load_config(overrides=["model.device=cpu"])
     cuda = torch.cuda.is_available()
     print(f"# gpu benchmark: torch {torch.__version__}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, {platform.machine()}")

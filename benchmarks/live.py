@@ -21,7 +21,7 @@ variant, in a shuffled order each round:
   change every 50 ms;
 - *+ record*: recording to a WAV file;
 - *all*: panel, OSC (as above), playing a file and recording; with the default switch interval
-  and with the one `live` sets (stream.live_stream.switch_interval_s).
+  and with the one `live` sets (cosine_host.live.lifecycle.switch_interval_s).
 
 Columns: xrun events and flagged callbacks, engine time per callback p50/p99/max (ms) and the
 whole callback's max. Target (issue 14): with everything running, xrun events no more than the
@@ -77,7 +77,7 @@ def osc_client(port: int, stop: threading.Event, period_s: float = 0.05) -> thre
 
 def panel_display():
     from rich.console import Console
-    from stream.panel import Panel
+    from cosine_host.live.panel import Panel
     panel = Panel(io.StringIO())
     panel.console = Console(file=open(os.devnull, "w"), force_terminal=True, width=80,
                             height=24)
@@ -87,15 +87,15 @@ def panel_display():
 def run_variant(name: str, blocksize: int, duration_s: float, play_path: str,
                 folder: str, overrides: list[str]) -> dict:
     import jackserver
-    import stream
-    from stream.live import LiveSession
+    import cosine_host
+    from cosine_host.live.session import LiveSession
     if name == "empty callback":
         r = jackserver.empty_stream(duration_s, blocksize, 2, 48000)
         return {"xrun_events": r["xrun_events"], "flagged": r["xruns"]["total"], "p50": None,
                 "p99": None, "max": None, "cb_max": None}
     parts = set(name.replace(",", " ").split())
     everything = "all" in parts
-    cfg = stream.load_config(overrides=[f"audio.blocksize={blocksize}", "audio.samplerate=48000",
+    cfg = cosine_host.load_config(overrides=[f"audio.blocksize={blocksize}", "audio.samplerate=48000",
                                         "model.device=cpu", *overrides])
     record = os.path.join(folder, f"rec-{time.monotonic_ns()}.wav") \
         if everything or "record" in parts else None
@@ -137,11 +137,11 @@ VARIANTS = ("empty callback", "engine", "engine short", "+ panel", "+ osc", "+ r
 
 def trained_checkpoint(folder: str) -> str:
     """A checkpoint of the default model with every parameter perturbed (tests.helpers)."""
-    import stream
-    from models import save_checkpoint
-    from stream.build import build_model
+    import cosine_host
+    from cosine_host.models import save_checkpoint
+    from cosine_host.engine.build import build_model
     from tests.helpers import perturb
-    model = build_model(stream.load_config(overrides=["model.device=cpu"]))
+    model = build_model(cosine_host.load_config(overrides=["model.device=cpu"]))
     perturb(model)
     path = os.path.join(folder, "trained.pt")
     save_checkpoint(model, path)
@@ -166,8 +166,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown variant(s) {unknown}; allowed: {', '.join(VARIANTS)}")
     import jackserver
     import soundfile as sf
-    from stream.live_stream import switch_interval_s
-    from stream.speech import synthesize_speech
+    from cosine_host.live.lifecycle import switch_interval_s
+    from cosine_host.lab.speech import synthesize_speech
 
     print(machine_line("live"))
     server = None

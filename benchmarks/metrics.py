@@ -2,12 +2,12 @@
 
     python benchmarks/metrics.py [--seconds 10] [--rounds 3] [--metrics snr_db,pesq,...]
 
-Each metric of stream/metrics.py (the ones `run.py evaluate` computes) measures the synthesised
-speech (stream/speech.py, mono, 48 kHz, ``--seconds`` long) against the same speech quantized
+Each metric of stream/lab/metrics.py (the ones `run.py evaluate` computes) measures the synthesised
+speech (stream/lab/speech.py, mono, 48 kHz, ``--seconds`` long) against the same speech quantized
 to 4 bits through the engine (quantize-6bit preset with bits = 4), once per round, metrics in an
 order shuffled from round to round (seeded), 200 ms pause before each. The table shows the
 median over rounds, scaled to one minute of audio, and the real-time factor. ViSQOL sees at most
-its first ``VISQOL_SECONDS`` seconds (see stream/metrics.py): its per-minute figure is
+its first ``VISQOL_SECONDS`` seconds (see stream/lab/metrics.py): its per-minute figure is
 scaled from what it measured, and a longer input costs it no more. Prints the load average at
 start and end (above the CPU count, absolute times mean little). Never fails on a timing.
 """
@@ -23,9 +23,10 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from stream import evaluate as lab, metrics  # noqa: E402
-from stream.config import load_config  # noqa: E402
-from stream.speech import synthesize_speech  # noqa: E402
+from cosine_host.lab import evaluate as lab
+from cosine_host.lab import metrics  # noqa: E402
+from cosine_host.config.schema import load_config  # noqa: E402
+from cosine_host.lab.speech import synthesize_speech  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ notebook's Python double loop, and one forward + backward pass.
 What it measures, side by side in one run (interleaved repeats, medians):
 
 - ``vectorised build``: ``encoder.build()`` + ``decoder.build()`` of the 512x512 pair
-  (models.cosine: exact phase in float64, one cosine over the whole matrix), cache bypassed.
+  (cosine_host.models.cosine: exact phase in float64, one cosine over the whole matrix), cache bypassed.
 - ``vectorised fwd+bwd``: one frame of 512 through ``LearnedCosine`` with autograd on (the
   matrices are rebuilt inside, as in training), MSE against the frame, ``backward()``.
 - ``notebook loop``: the seed notebook's construction (``W1[m, n] = a2 * torch.cos(w1[m] * n)``
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from models import LearnedCosine  # noqa: E402
+from cosine_host.models import LearnedCosine  # noqa: E402
 from benchmarks.timing import interleaved, machine_line  # noqa: E402
 
 def med(ts):

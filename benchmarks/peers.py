@@ -50,10 +50,10 @@ import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.insert(0, ROOT)
-import stream  # noqa: E402
-from models import save_checkpoint  # noqa: E402
-from stream.engine import Engine  # noqa: E402
-from stream.windows import window_pair  # noqa: E402
+import cosine_host  # noqa: E402
+from cosine_host.models import save_checkpoint  # noqa: E402
+from cosine_host.engine.engine import Engine  # noqa: E402
+from cosine_host.engine.windows import window_pair  # noqa: E402
 from benchmarks.timing import interleaved, machine_line  # noqa: E402
 from tests.helpers import perturb  # noqa: E402
 
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cli-minutes", type=float, default=10.0)
     ap.add_argument("--skip-cli", action="store_true")
     args = ap.parse_args(argv)
-    cfg = stream.load_config(overrides=["model.device=cpu"])
+    cfg = cosine_host.load_config(overrides=["model.device=cpu"])
     print(machine_line("peers"))
     stats, labels, notes, total, count = peer_rows(cfg, args.seconds, args.repeats)
     seconds = total / cfg.audio.samplerate

@@ -9,7 +9,7 @@ for the chains identity (empty), quantize 8 bits, topk 128, quantize 8 + topk 12
 and threshold -60 dB. Each input is copied into the reused buffer before the timed call (not
 timed); inputs are Gaussian coefficients, a different frame every call.
 
-"before" is ``models/processors.py`` from the git revision ``--before`` (default 306e781, the
+"before" is ``models/processors/registry.py`` from the git revision ``--before`` (default 306e781, the
 torch-only built-ins),
 loaded next to this tree's version as a temporary module, so both run in the same process and
 the same rounds. Every variant (version x chain x frames) runs ``--calls`` calls once per round,
@@ -41,7 +41,7 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.insert(0, ROOT)
 from benchmarks.timing import machine_line  # noqa: E402
-from models import processors as after  # noqa: E402
+from cosine_host.models.processors import registry as after  # noqa: E402
 
 M, CHANNELS, FRAMES = 512, 2, (1, 2, 8)
 CHAINS = {
@@ -56,12 +56,12 @@ INPUTS = 64        # distinct inputs cycled through the reused buffer
 
 
 def load_before(revision: str) -> types.ModuleType:
-    """``models/processors.py`` at ``revision`` as a module of its own (this tree's ``models``
+    """``models/processors/registry.py`` at ``revision`` as a module of its own (this tree's ``models``
     package resolves its imports)."""
-    source = subprocess.run(["git", "show", f"{revision}:models/processors.py"], cwd=ROOT,
+    source = subprocess.run(["git", "show", f"{revision}:models/processors/registry.py"], cwd=ROOT,
                             check=True, capture_output=True, text=True).stdout
     module = types.ModuleType("processors_before")
-    module.__file__ = f"{revision}:models/processors.py"
+    module.__file__ = f"{revision}:models/processors/registry.py"
     sys.modules[module.__name__] = module
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     return module
@@ -94,9 +94,9 @@ def variant(chain, frames: int, calls: int, inputs: np.ndarray):
 
 def engine_variant(chain, blocks: np.ndarray):
     """A function that runs one engine call per block (B = 256, 2 channels) with ``chain``."""
-    from stream.config import load_config
-    from stream.build import build_model
-    from stream.engine import Engine
+    from cosine_host.config.schema import load_config
+    from cosine_host.engine.build import build_model
+    from cosine_host.engine.engine import Engine
     cfg = load_config()
     engine = Engine(build_model(cfg), cfg.frame.hop, cfg.frame.window, blocksize=blocks.shape[1],
                     channels=CHANNELS, processors=chain, samplerate=cfg.audio.samplerate,

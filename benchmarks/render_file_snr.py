@@ -1,6 +1,6 @@
 """Identity renders per file format: what the written file holds, read back.
 
-Synthesises the demo material (stream/demo.py: tones, a sweep to 21.6 kHz, noise bursts,
+Synthesises the demo material (stream/lab/demo.py: tones, a sweep to 21.6 kHz, noise bursts,
 silence, a chord; 4 s stereo 48 kHz), stores it in each input format, renders each through the
 CLI (`run.py render IN OUT --report R.json`, default config = the identity transform) into the
 same format, and prints per format: the engine's SNR, the file SNR (the written file decoded
@@ -28,7 +28,7 @@ import soundfile as sf
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream.demo import SAMPLERATE, synthesize_material  # noqa: E402
+from cosine_host.lab.material import SAMPLERATE, synthesize_material  # noqa: E402
 
 # (label, file name, subtype to store the input in, extra render options)
 CASES = [

@@ -1,4 +1,4 @@
-"""Routes benchmark: one table that justifies each route the CPU kernel (stream.kernel_numpy)
+"""Routes benchmark: one table that justifies each route the CPU kernel (cosine_host.engine.kernel_numpy)
 keeps, every route next to the one it replaces, measured side by side in one run.
 
     python benchmarks/routes.py [--repeats 15] [--seconds 10] [--groups bc]
@@ -15,7 +15,7 @@ saving over framing and was removed; see benchmarks/README.md "routes".) Groups:
     DCT path, the whole signal in cache-sized batches spread over the CPUs
     (``DCT_BATCH_FRAMES``) against all frames at once (``DCT_BATCH_FRAMES = 0``).
 (c) processors present (a 6-bit quantizer), matrix path (trained): the exact encoder
-    (stream.exact, the route that makes the coefficients independent of partition, CPU and
+    (cosine_host.engine.exact, the route that makes the coefficients independent of partition, CPU and
     BLAS) against the plain float32 product it replaces (framing copy + ``np.matmul``, patched
     into the kernel for this row only), per call at B = 256 with 2 channels and for a render of
     ``--seconds`` of mono. Here ``alt / kept`` < 1: it is what the contract costs.
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from benchmarks.timing import interleaved, machine_line  # noqa: E402
-from models import processors as registry  # noqa: E402
+from cosine_host.models.processors import registry as registry  # noqa: E402
 from tests.helpers import make_engine  # noqa: E402
 
 LIVE_BLOCKS = (64, 256)

@@ -12,13 +12,12 @@ Format versions (``version`` in the payload; every version this code knows still
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import torch
 
-from models.transform import LearnedCosine
+from cosine_host.models.atomic import atomic_path
+from cosine_host.models.transform import LearnedCosine
 
 FORMAT = "cosine-host-checkpoint"
 FORMAT_VERSION = 2
@@ -34,7 +33,7 @@ def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None,
     """Write the model's parameters and metadata atomically (temporary file, then rename).
 
     The file gets the permissions of the file it replaces, else those a plain ``open()`` would
-    give (0o666 less the umask), like every other output (stream.files.atomic_path).
+    give (0o666 less the umask), like every other output (cosine_host.files.atomic_path).
     extra: JSON-like metadata to keep alongside (training steps, SNR, ...).
     processors: the chain trained with the model; the state of those with learned parameters
         (``load_state``, the learned quantizer) is stored.
@@ -50,24 +49,10 @@ def save_checkpoint(model: LearnedCosine, path, extra: dict | None = None,
                         "state_dict": {k: v.detach().cpu() for k, v in p.state_dict().items()}}
                        for p in processors if _learned(p)],
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         # Through a file object: torch names the archive after a path, which is random here.
         with open(tmp, "wb") as f:
             torch.save(payload, f)
-        # mkstemp makes the file private (0o600)
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_checkpoint(path) -> dict:
@@ -126,7 +111,7 @@ def _learned(processor) -> bool:
 
 
 def _type_name(processor) -> str:
-    from models.processors import REGISTRY
+    from cosine_host.models.processors.registry import REGISTRY
     for name, cls in REGISTRY.items():
         if type(processor) is cls:
             return name

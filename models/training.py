@@ -10,13 +10,13 @@ size N, hop H, R = N / H frames overlapping each sample, F frames per segment)::
 
 The windows are folded into the matrices as the engine folds them. Processors see the segments
 of a batch as channels; the quantizer passes the gradient straight through and the masks pass it
-to the coefficients they keep (models.processors).
+to the coefficients they keep (cosine_host.models.processors.registry).
 
 Objectives: ``mse`` (the default) minimises that error as error power / signal power. ``rd``
-trains for rate and quality: the chain must hold a learned quantizer (models.learned_quantize),
+trains for rate and quality: the chain must hold a learned quantizer (cosine_host.models.processors.learned_quantize),
 which during training replaces rounding by additive uniform noise (``relaxation="noise"``) or
 rounds with a straight-through gradient (``"ste"``) and reports the bits of its symbols under
-its learned entropy model (models.entropy); the loss is
+its learned entropy model (cosine_host.models.processors.entropy); the loss is
 
     distortion + rate_weight * rate,    distortion = error power / signal power
                                                      + stft_weight * mr_stft(output, input)
@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from models.transform import LearnedCosine
+from cosine_host.models.transform import LearnedCosine
 
 FREQ_LR_RATIO = 0.5
 """Frequency learning rate / gain learning rate. Adam moves every parameter by about its
@@ -150,7 +150,7 @@ STFT_FLOOR = 1e-5
 
 
 def mr_stft(output: torch.Tensor, target: torch.Tensor, frame_size: int) -> torch.Tensor:
-    """Multi-resolution STFT distance (as stream.metrics' ``stft_distance``: spectral
+    """Multi-resolution STFT distance (as cosine_host.lab.metrics' ``stft_distance``: spectral
     convergence + mean |log magnitude difference|, averaged over STFT_RESOLUTIONS), a 0-d
     tensor, differentiable; output and target (B, T) samples, Hann windows."""
     total = 0.0
@@ -179,7 +179,7 @@ def reconstruct(model: LearnedCosine, processors, segments: torch.Tensor,
 
     Args:
         model: the transform (frame size N). processors: a callable on (frames, channels, M)
-            coefficients (models.processors.Chain; an empty chain is the identity).
+            coefficients (cosine_host.models.processors.registry.Chain; an empty chain is the identity).
         segments: (B, L) samples, L = N + (F - 1) H with F >= R = N / H.
         window_analysis, window_synthesis: (N,) windows in the model's dtype and device.
         hop: H in samples.
@@ -234,9 +234,9 @@ def train(model: LearnedCosine, processors, sampler: SegmentSampler, *,
 
     Args:
         model: trained in place, on ``sampler.device``, left in eval mode.
-        processors: models.processors.Chain applied between encoder and decoder.
+        processors: cosine_host.models.processors.registry.Chain applied between encoder and decoder.
         sampler: where the segments come from; its ``power`` scales the loss.
-        window_analysis, window_synthesis: (N,) arrays or tensors (stream.windows.window_pair).
+        window_analysis, window_synthesis: (N,) arrays or tensors (cosine_host.engine.windows.window_pair).
         hop: H in samples. steps: optimiser steps >= 1. batch: segments per step >= 1.
         lr: Adam step size of the gains; the frequencies get ``lr * FREQ_LR_RATIO`` (bins).
         seed: seeds the segment draws; the same seed gives the same model on the same device.

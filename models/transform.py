@@ -6,10 +6,10 @@ import math
 import torch
 from torch import nn
 
-from models.cosine import CosineDecoder, CosineEncoder
+from cosine_host.models.cosine import CosineDecoder, CosineEncoder
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# every parameter's value at init, by its last name part (models.cosine)
+# every parameter's value at init, by its last name part (cosine_host.models.cosine)
 INIT_VALUES = {"first": 1.0, "rest": math.sqrt(2.0), "freq_offset_bins": 0.0}
 
 
@@ -19,7 +19,7 @@ class LearnedCosine(nn.Module):
     Args:
         n: frame length N in samples.
         m: coefficients per frame M (1..N).
-        init: "dct" or "lowpass" (see models.cosine).
+        init: "dct" or "lowpass" (see cosine_host.models.cosine).
         decoder: "tied", "free" or "pinv".
         dtype: "float32" or "float64".
     """

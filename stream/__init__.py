@@ -1,17 +1,22 @@
-"""The streaming side of cosine-host: configuration, the block engine, rendering, live audio and
-latency tests. sounddevice is imported lazily, only by the live modules.
+"""cosine-host: a real-time host for learned cosine transforms (import root ``cosine_host``).
+
+The rooms: ``engine`` (the block engine, kernels, queues, windows, latency, effect stages),
+``config``, ``offline`` (render, file formats, batch, cluster), ``live`` (the only room that
+imports sounddevice, lazily), ``measure``, ``lab`` (evaluate, metrics, reference codecs),
+``train``, ``cli``, and ``models`` (the torch model, processors, checkpoints, training), which
+imports nothing from the other rooms.
 
 The names below load their modules (and with them torch) on first use, so that importing a
-light module such as stream.interrupts or stream.batch stays cheap: a batch starts its worker
+light module such as cosine_host.interrupts or cosine_host.offline.batch stays cheap: a batch starts its worker
 processes before the command's own process has paid for torch, and they import it side by
 side."""
 import importlib
 
-from stream.errors import UserError
+from cosine_host.errors import UserError
 
-_LAZY = {"Config": "stream.config", "ConfigError": "stream.config",
-         "load_config": "stream.config", "Engine": "stream.engine",
-         "EngineInputError": "stream.engine"}
+_LAZY = {"Config": "cosine_host.config.schema", "ConfigError": "cosine_host.config.schema",
+         "load_config": "cosine_host.config.schema", "Engine": "cosine_host.engine.engine",
+         "EngineInputError": "cosine_host.engine.engine"}
 
 __all__ = ["Config", "ConfigError", "load_config", "Engine", "EngineInputError", "UserError"]
 
@@ -21,4 +26,4 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    raise AttributeError(f"module 'stream' has no attribute {name!r}")
+    raise AttributeError(f"module 'cosine_host' has no attribute {name!r}")

@@ -1,47 +1,30 @@
-"""Writing files so that nothing half-written is ever left behind."""
+"""Writing files so that nothing half-written is ever left behind (atomic_path, shared with
+the checkpoints in cosine_host.models.atomic)."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import pathlib
-import tempfile
 
+from cosine_host.models.atomic import atomic_path
 
-@contextlib.contextmanager
-def atomic_path(path, overwrite: bool = True):
-    """Yield a temporary path in ``path``'s folder; rename it onto ``path`` only on success.
+from cosine_host.errors import UserError
 
-    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is
-    left as it was. With overwrite=False an existing ``path`` raises FileExistsError first.
-    """
-    path = pathlib.Path(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
-                               dir=str(path.parent) if str(path.parent) else ".")
-    os.close(fd)
-    try:
-        yield pathlib.Path(tmp)
-        # mkstemp makes the file private; give it the mode a plain open() would have, or the
-        # mode of the file it replaces.
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+__all__ = ["atomic_path", "write_json_atomic", "write_json_report"]
 
 
 def write_json_atomic(path, data: dict) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def write_json_report(path, data: dict) -> None:
+    """``write_json_atomic`` for a path the user named: an OSError (a missing folder, no
+    permission) becomes a UserError that says so."""
+    try:
+        write_json_atomic(path, data)
+    except OSError as e:
+        raise UserError(f"cannot write {str(path)!r}: {e.strerror or e}; check that its folder "
+                        f"exists and is writable") from None
 
 
 def _jsonable(value):

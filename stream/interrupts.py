@@ -2,7 +2,7 @@
 
 ``install()`` (called once by the CLI) makes SIGTERM and SIGHUP raise :class:`Terminated` in
 the main thread. It is a KeyboardInterrupt, so every place that already cleans up after
-Ctrl-C does the same for them: temporary files are removed (stream.files.atomic_path), a live
+Ctrl-C does the same for them: temporary files are removed (cosine_host.files.atomic_path), a live
 stream is closed and its report written, training writes the best checkpoint so far. The CLI
 then prints one line and exits with ``exit_code``: 128 + the signal number (143 for SIGTERM,
 129 for SIGHUP), as a shell reports a process killed by that signal; Ctrl-C exits with 130.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from stream.errors import UserError
+from cosine_host.errors import UserError
 
 STDIO = "-"
 

@@ -51,11 +51,11 @@ def make_engine(blocksize: int = 0, channels: int = 1, overrides=(), processors=
     """An engine from the default config plus ``overrides`` (CPU); ``processors`` replaces the
     config's chain; ``trained`` perturbs the parameters (the matrix path). Keyword arguments go
     to Engine."""
-    import stream
-    from models import processors as registry
-    from stream.build import build_model
-    from stream.engine import Engine
-    cfg = stream.load_config(overrides=("model.device=cpu", *overrides))
+    import cosine_host
+    from cosine_host.models.processors import registry as registry
+    from cosine_host.engine.build import build_model
+    from cosine_host.engine.engine import Engine
+    cfg = cosine_host.load_config(overrides=("model.device=cpu", *overrides))
     model = build_model(cfg)
     if trained:
         perturb(model)
@@ -67,7 +67,7 @@ def make_engine(blocksize: int = 0, channels: int = 1, overrides=(), processors=
 
 def recording_chain(*specs, m: int = 512):
     """(chain, recorder): a Recorder first, then the built-in ``specs`` (dicts)."""
-    from models import processors as registry
+    from cosine_host.models.processors import registry as registry
     recorder = Recorder()
     checked = [registry.check_spec(spec, m) for spec in specs]
     chain = registry.Chain([registry.Plugin(recorder, "recorder")]

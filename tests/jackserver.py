@@ -228,7 +228,7 @@ def empty_stream(duration_s: float, blocksize: int, channels: int, samplerate: i
                 if flags & (1 << bit):
                     counts[bit] += 1
             if not state["prev"]:
-                state["events"] += 1   # counted as stream.monitor does: runs of flagged calls
+                state["events"] += 1   # counted as cosine_host.live.monitor does: runs of flagged calls
         state["prev"] = flags
         outdata.fill(0)
         state["callbacks"] += 1

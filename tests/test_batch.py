@@ -20,12 +20,12 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from run import cli
-from stream import batch
-from stream.errors import UserError
-from stream.jobs import complete_output, expected_output
-from stream.render import render_file
-from stream.config import load_config
+from cosine_host.cli import cli
+from cosine_host.offline import batch
+from cosine_host.errors import UserError
+from cosine_host.offline.jobs import complete_output, expected_output
+from cosine_host.offline.render import render_file
+from cosine_host.config.schema import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -82,7 +82,7 @@ def outputs(folder: pathlib.Path) -> dict[str, tuple]:
 
 
 def leftovers(folder: pathlib.Path) -> list[str]:
-    """Temporary files (stream.files.atomic_path names them .NAME.*) left in ``folder``."""
+    """Temporary files (cosine_host.files.atomic_path names them .NAME.*) left in ``folder``."""
     return [str(p) for p in folder.rglob(".*")]
 
 
@@ -115,7 +115,7 @@ def test_bad_jobs_is_one_line(tmp_path):
 
 def test_worker_processes_run_their_share_of_threads():
     """A spawned worker sees the BLAS/OpenMP variables set for it and limits torch to them."""
-    code = ("import os, torch, stream.batch as b; b.limit_torch_threads(1); "
+    code = ("import os, torch, cosine_host.offline.batch as b; b.limit_torch_threads(1); "
             "print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())")
     before = {name: os.environ.get(name) for name in batch.THREAD_VARIABLES}
     with batch.thread_environment(1):

@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from run import cli
+from cosine_host.cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMMANDS = [["info"], ["demo"], ["render"], ["devices"], ["live"], ["train"], ["latency"],

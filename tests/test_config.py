@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from stream.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from cosine_host.config.schema import DEFAULT_CONFIG, Config, ConfigError, load_config
 
 
 def test_default_config_loads_with_documented_values():
@@ -136,8 +136,8 @@ import resource                               # noqa: E402
 import subprocess                             # noqa: E402
 import sys                                    # noqa: E402
 
-from stream import config as config_module   # noqa: E402
-from stream import memory                     # noqa: E402
+from cosine_host.config import schema as config_module  # noqa: E402
+from cosine_host.config import memory  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

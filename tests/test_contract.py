@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import make_engine, noise, recording_chain, render_in_blocks
-from stream.exact import ExactEncoder, TorchExactEncoder, slice_bits
+from cosine_host.engine.exact import ExactEncoder, TorchExactEncoder, slice_bits
 
 PATHS = {"matrix": True, "dct": False}          # name -> trained (matrix path) or at init (DCT)
 QUANTIZE = {"type": "quantize", "bits": 6}

@@ -1,4 +1,4 @@
-"""The engine's DCT path (pocketfft, stream.dct.ScipyDCT): chosen exactly when the model
+"""The engine's DCT path (pocketfft, cosine_host.engine.dct.ScipyDCT): chosen exactly when the model
 is the DCT pair, equal to the matrix-product path within float32 precision (processors
 included), switched off by any parameter change, and a clean fallback everywhere else. Also:
 the torch kernel (the CUDA code path, run here on CPU) equals the numpy kernel, and rendering
@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-import stream
+import cosine_host
 from yaml import safe_load as yaml_load
-from models import LearnedCosine, load_checkpoint, save_checkpoint
-from models import processors as procs
+from cosine_host.models import LearnedCosine, load_checkpoint, save_checkpoint
+from cosine_host.models.processors import registry as procs
 import scipy.fft as scipy_fft
 
-import stream.engine
+import cosine_host.engine.engine
 from helpers import Recorder, noise, perturb
-from stream import dct
-from stream.engine import Engine
+from cosine_host.engine import dct
+from cosine_host.engine.engine import Engine
 
 
 def make(overrides=(), blocksize=0, channels=2, processors=None, **kwargs):
     """An engine from the default config plus ``overrides``; keyword arguments go to Engine."""
-    cfg = stream.load_config(overrides=("model.device=cpu", *overrides))
+    cfg = cosine_host.load_config(overrides=("model.device=cpu", *overrides))
     model = LearnedCosine(cfg.frame.size, cfg.model.coefficients, init=cfg.model.init,
                           decoder=cfg.model.decoder, dtype=cfg.model.dtype)
     if cfg.model.checkpoint:
@@ -135,7 +135,7 @@ def test_processors_see_the_same_coefficients(spec):
             assert stats[0] == stats[1]
         else:
             # the matrix path's exact encoder rounds the matrix to b bits of each column's peak
-            # (stream.exact): a float32 unit's change that flips a few more decisions
+            # (cosine_host.engine.exact): a float32 unit's change that flips a few more decisions
             close = np.abs(outs[0] - outs[1]) <= 2e-6
             assert close.mean() > 0.95
             # a flipped decision moves a few frames by up to a quantisation step, no more
@@ -220,7 +220,7 @@ def test_checkpoint_load_switches_off_and_init_switches_back_on(tmp_path):
     engine.process(x)
     assert engine.transform == "matmul"
     # from a config with a checkpoint: matmul from the start
-    cfg = stream.load_config(overrides=["model.device=cpu", f"model.checkpoint={path}"])
+    cfg = cosine_host.load_config(overrides=["model.device=cpu", f"model.checkpoint={path}"])
     assert Engine.from_config(cfg, blocksize=0, channels=1).transform == "matmul"
 
 
@@ -236,7 +236,7 @@ def test_parameter_data_replaced_is_seen():
 # --- fallbacks --------------------------------------------------------------------------------------
 
 def test_falls_back_when_the_matrices_do_not_match(monkeypatch):
-    monkeypatch.setattr(stream.engine, "matrices_match", lambda enc, dec, dtype: False)
+    monkeypatch.setattr(cosine_host.engine.engine, "matrices_match", lambda enc, dec, dtype: False)
     engine = make()
     assert engine.transform == "matmul"
     assert "differ from the DCT pair" in engine.transform_reason

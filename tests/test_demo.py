@@ -11,9 +11,10 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from run import cli
-from stream.demo import PRESETS, SAMPLERATE, SECONDS, run_demo, synthesize_material
-from stream.errors import UserError
+from cosine_host.cli import cli
+from cosine_host.lab.demo import PRESETS, run_demo
+from cosine_host.lab.material import SAMPLERATE, SECONDS, synthesize_material
+from cosine_host.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ROWS = ["default", *PRESETS]

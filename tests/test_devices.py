@@ -1,4 +1,4 @@
-"""Device listing and resolution (stream/devices.py), and running without PortAudio."""
+"""Device listing and resolution (stream/live/devices.py), and running without PortAudio."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.devices import resolve_device
-from stream.errors import UserError
+from cosine_host.live.devices import resolve_device
+from cosine_host.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_resolve_device_not_found_or_wrong_direction():
 
 
 def test_query_devices_lists_the_jack_device(jack_server):
-    from stream.devices import query_devices
+    from cosine_host.live.devices import query_devices
     rows = query_devices()
     jack = [r for r in rows if r["hostapi"].startswith("JACK")]
     assert jack, rows
@@ -121,7 +121,7 @@ def test_stream_modules_do_not_import_sounddevice(tmp_path):
     package, the live modules included, never imports sounddevice."""
     code = textwrap.dedent("""
         import sys
-        import stream, stream.devices, stream.live, stream.monitor
+        import cosine_host, cosine_host.live.devices, cosine_host.live.session, cosine_host.live.monitor
         assert "sounddevice" not in sys.modules, "sounddevice imported at module import"
         print("ok")
     """)

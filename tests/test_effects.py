@@ -1,4 +1,4 @@
-"""Time-domain effect stages around the transform (stream.effects, config ``pre``/``post``):
+"""Time-domain effect stages around the transform (cosine_host.engine.effects, config ``pre``/``post``):
 validation at config load, render through real pedalboard effects, latency compensation with a
 stage of known latency, partition invariance, bypass, and live on the JACK dummy."""
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 from pedalboard_native._internal import AddLatency    # pedalboard's own known-latency stage
 
-import stream
-from stream import effects
-from stream.engine import Engine
+import cosine_host
+from cosine_host.engine import effects
+from cosine_host.engine.engine import Engine
 from helpers import noise, render_in_blocks, stream_blocks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def run_cli(*args, timeout=120) -> subprocess.CompletedProcess:
 
 
 def engine_with(pre=(), post=(), blocksize=0, channels=1, **kw) -> Engine:
-    cfg = stream.load_config(overrides=[f"audio.blocksize={blocksize}",
+    cfg = cosine_host.load_config(overrides=[f"audio.blocksize={blocksize}",
                                         f"audio.channels={channels}"])
     base = Engine.from_config(cfg)
     stages = {"pre": effects.EffectChain([effects.Stage(p, f"pre[{i}]") for i, p in enumerate(pre)]),
@@ -60,8 +60,8 @@ def engine_with(pre=(), post=(), blocksize=0, channels=1, **kw) -> Engine:
     ("gain", "pre = 'gain': must be a list such as"),
 ])
 def test_bad_stage_is_one_line_naming_what_is_allowed(value, message):
-    with pytest.raises(stream.ConfigError) as e:
-        stream.load_config(overrides=[f"pre={value}"])
+    with pytest.raises(cosine_host.ConfigError) as e:
+        cosine_host.load_config(overrides=[f"pre={value}"])
     assert message in str(e.value)
     assert "\n" not in str(e.value)
 
@@ -81,21 +81,21 @@ def test_au_is_refused_off_macos(tmp_path):
         pytest.skip("Audio Units load here (macOS)")
     bundle = tmp_path / "Plugin.component"
     bundle.mkdir()
-    with pytest.raises(stream.ConfigError, match="Audio Units load on macOS only; use vst3"):
-        stream.load_config(overrides=[f"post=[{{type: au, path: {bundle}}}]"])
+    with pytest.raises(cosine_host.ConfigError, match="Audio Units load on macOS only; use vst3"):
+        cosine_host.load_config(overrides=[f"post=[{{type: au, path: {bundle}}}]"])
 
 
 def test_without_pedalboard_a_config_with_stages_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pedalboard", None)      # import pedalboard -> ImportError
-    with pytest.raises(stream.ConfigError) as e:
-        stream.load_config(overrides=["pre=[{type: pedalboard.Gain}]"])
+    with pytest.raises(cosine_host.ConfigError) as e:
+        cosine_host.load_config(overrides=["pre=[{type: pedalboard.Gain}]"])
     assert str(e.value).startswith("pre[0]: needs pedalboard")
     assert "pip install 'cosine-host[fx]'" in str(e.value)
-    stream.load_config()                                       # no stages: no pedalboard needed
+    cosine_host.load_config()                                       # no stages: no pedalboard needed
 
 
 def test_overrides_reach_a_stage_parameter():
-    cfg = stream.load_config(overrides=["pre=[{type: pedalboard.Compressor, ratio: 2}]",
+    cfg = cosine_host.load_config(overrides=["pre=[{type: pedalboard.Compressor, ratio: 2}]",
                                         "pre.0.ratio=8"])
     assert cfg.pre == ({"type": "pedalboard.Compressor", "ratio": 8},)
     assert cfg.to_dict()["pre"] == [{"type": "pedalboard.Compressor", "ratio": 8}]
@@ -200,10 +200,10 @@ def test_reset_restarts_the_stages():
 # --- live on the JACK dummy --------------------------------------------------------------------
 
 def test_live_loopback_through_stages_lands_at_the_reported_latency(jack_server):
-    from stream.live import LiveSession
+    from cosine_host.live.session import LiveSession
 
     sr = jack_server.samplerate
-    cfg = stream.load_config(overrides=[
+    cfg = cosine_host.load_config(overrides=[
         "audio.blocksize=256", f"audio.samplerate={sr}",
         "pre=[{type: pedalboard.Gain, gain_db: -6}]",
         "post=[{type: pedalboard.Gain, gain_db: 6}, {type: pedalboard.Resample, "
@@ -236,14 +236,14 @@ def test_evaluate_runs_the_stages(tmp_path):
     assert all(abs(v - 6.02) < 0.01 for v in by_gain[-6.0206])
 
 
-# --- live control of a stage's parameter (stream.control, as the OSC server calls it) ----------
+# --- live control of a stage's parameter (cosine_host.live.control, as the OSC server calls it) ----------
 
 def test_control_sets_a_stage_parameter_at_a_block_boundary():
     import time
 
-    from stream.control import Controls
+    from cosine_host.live.control import Controls
 
-    cfg = stream.load_config(overrides=[
+    cfg = cosine_host.load_config(overrides=[
         "audio.blocksize=256", "audio.channels=1",
         "pre=[{type: pedalboard.Gain, gain_db: 0}]",
         "post=[{type: pedalboard.Resample, target_sample_rate: 16000}]"])

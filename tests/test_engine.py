@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import stream
-from stream import latency as lat
-from stream.build import build_model
-from stream.engine import Engine, EngineInputError
+import cosine_host
+from cosine_host.engine import latency as lat
+from cosine_host.engine.build import build_model
+from cosine_host.engine.engine import Engine, EngineInputError
 
 from helpers import assert_impulse_at, stream_blocks
 
@@ -16,7 +16,7 @@ BLOCKSIZES = [1, 32, 64, 100, 256, 441, 512, 1024, 4096, 0]
 
 
 def make_engine(blocksize=0, channels=1, overrides=(), **kwargs):
-    cfg = stream.load_config(overrides=("model.device=cpu", *overrides))
+    cfg = cosine_host.load_config(overrides=("model.device=cpu", *overrides))
     return Engine.from_config(cfg, blocksize=blocksize, channels=channels, **kwargs)
 
 
@@ -231,8 +231,8 @@ def test_reset_restores_fresh_state():
 
 
 def test_latency_report_and_checkpoint_model(tmp_path):
-    from models import save_checkpoint
-    cfg = stream.load_config(overrides=["model.device=cpu", "model.coefficients=256",
+    from cosine_host.models import save_checkpoint
+    cfg = cosine_host.load_config(overrides=["model.device=cpu", "model.coefficients=256",
                                         "model.decoder=pinv"])
     model = build_model(cfg)
     path = tmp_path / "m.pt"
@@ -242,8 +242,8 @@ def test_latency_report_and_checkpoint_model(tmp_path):
     assert report["engine_samples"] == 448 and report["algorithmic_samples"] == 256
     assert report["buffering_samples"] == 192
     assert report["engine_ms"] == pytest.approx(448 / 48)
-    with pytest.raises(stream.UserError, match="coefficients = 256 but the config asks for 512"):
-        Engine.from_config(stream.load_config(overrides=[f"model.checkpoint={path}"]))
+    with pytest.raises(cosine_host.UserError, match="coefficients = 256 but the config asks for 512"):
+        Engine.from_config(cosine_host.load_config(overrides=[f"model.checkpoint={path}"]))
 
 
 def test_processor_latency_is_reported_and_bypass_matches_it():

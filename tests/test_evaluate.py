@@ -9,12 +9,14 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from models.processors import Quantize
-from run import cli
-from stream import codecs, evaluate as lab, metrics
-from stream.demo import synthesize_material
-from stream.errors import UserError
-from stream.speech import looks_like_speech, synthesize_speech
+from cosine_host.models.processors.registry import Quantize
+from cosine_host.cli import cli
+from cosine_host.lab import codecs
+from cosine_host.lab import evaluate as lab
+from cosine_host.lab import metrics
+from cosine_host.lab.material import synthesize_material
+from cosine_host.errors import UserError
+from cosine_host.lab.speech import looks_like_speech, synthesize_speech
 
 RATE = 48000
 
@@ -200,8 +202,8 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_render_report_and_demo_give_kbps_entropy(tmp_path):
-    from stream.config import load_config
-    from stream.render import render_file, summary_line
+    from cosine_host.config.schema import load_config
+    from cosine_host.offline.render import render_file, summary_line
     wav = tmp_path / "in.wav"
     sf.write(wav, synthesize_speech(RATE, 1.0), RATE)
     report = render_file(load_config("quantize-6bit"), str(wav), str(tmp_path / "out.wav"))
@@ -209,7 +211,7 @@ def test_render_report_and_demo_give_kbps_entropy(tmp_path):
     assert "kbps with a model per band" in summary_line(report)
     plain = render_file(load_config(None), str(wav), str(tmp_path / "plain.wav"))
     assert plain["kbps_entropy"] is None
-    from stream.demo import COLUMNS
+    from cosine_host.lab.demo import COLUMNS
     assert "kbps_entropy" in [c[0] for c in COLUMNS]
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from stream.files import atomic_path, write_json_atomic
+from cosine_host.files import atomic_path, write_json_atomic
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from helpers import (assert_impulse_at, make_engine, recording_chain, render_in_blocks,
                      snr_db, stream_blocks)
-from stream import latency as lat
-from stream import measure
-from stream.config import load_config
-from stream.speech import synthesize_speech
+from cosine_host.engine import latency as lat
+from cosine_host.measure import algorithmic as measure
+from cosine_host.config.schema import load_config
+from cosine_host.lab.speech import synthesize_speech
 
 LOW = ("frame.hop=32", "frame.synthesis_size=64")            # the low-latency preset's frame
 BLOCKSIZES = [1, 32, 64, 100, 256, 441, 512, 1024, 4096, 0]   # test_engine's

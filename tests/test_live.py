@@ -3,7 +3,7 @@
 The JACK server comes from the ``jack_server`` fixture (tests/conftest.py). Live runs go through
 the CLI in subprocesses, as a user runs them; the loopback round trips run in this process
 through LiveSession.play_record, as the latency tool will. The monitoring arithmetic
-(stream/monitor.py) is tested without any device at the end.
+(stream/live/monitor.py) is tested without any device at the end.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import jackserver
-from stream import monitor
+from cosine_host.live import monitor
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME_SIZE, HOP = 512, 256          # configs/default.yaml
@@ -146,11 +146,11 @@ def _delays(recorded: np.ndarray, threshold: float = 0.25) -> list[int]:
 
 @pytest.mark.parametrize("blocksize", [256, 32, 0])
 def test_loopback_impulse_returns_after_engine_plus_device_latency(jack_server, blocksize):
-    import stream
-    from stream.live import LiveSession
+    import cosine_host
+    from cosine_host.live.session import LiveSession
 
     sr = jack_server.samplerate
-    cfg = stream.load_config(overrides=[f"audio.blocksize={blocksize}",
+    cfg = cosine_host.load_config(overrides=[f"audio.blocksize={blocksize}",
                                         f"audio.samplerate={sr}"])
     session = LiveSession(cfg, jack_loopback=True)
     signal_ = _impulse_signal()
@@ -195,17 +195,17 @@ def test_live_unsupported_samplerate_says_what_the_device_can(jack_server):
 
 
 def test_live_too_many_channels_and_unknown_devices(jack_server):
-    import stream
-    from stream.live import LiveSession
+    import cosine_host
+    from cosine_host.live.session import LiveSession
 
-    cfg = stream.load_config(overrides=[f"audio.samplerate={jack_server.samplerate}",
+    cfg = cosine_host.load_config(overrides=[f"audio.samplerate={jack_server.samplerate}",
                                         "audio.channels=64"])
-    with pytest.raises(stream.UserError, match=r"has \d+ input channels?, not 64"):
+    with pytest.raises(cosine_host.UserError, match=r"has \d+ input channels?, not 64"):
         LiveSession(cfg).run(duration_s=1)
     cfg = cfg.replace("audio.channels=2")
-    with pytest.raises(stream.UserError, match=r"no input device matches 'no-such-card'.*0: "):
+    with pytest.raises(cosine_host.UserError, match=r"no input device matches 'no-such-card'.*0: "):
         LiveSession(cfg, input_device="no-such-card")
-    with pytest.raises(stream.UserError, match="no audio device with index 99"):
+    with pytest.raises(cosine_host.UserError, match="no audio device with index 99"):
         LiveSession(cfg, output_device=99)
 
 
@@ -241,8 +241,8 @@ def test_server_dying_midstream_writes_report_and_fails(jack_server, tmp_path):
 def test_engine_failing_in_the_callback_stops_with_report(jack_server, tmp_path):
     """An exception in the audio callback never prints from the audio thread: the stream is
     aborted, the report written, and one UserError names the exception."""
-    import stream
-    from stream.live import LiveSession
+    import cosine_host
+    from cosine_host.live.session import LiveSession
 
     class FailingAfter:
         """Wraps the real engine; its 50th process call raises."""
@@ -262,10 +262,10 @@ def test_engine_failing_in_the_callback_stops_with_report(jack_server, tmp_path)
         def _make_engine(self):
             return FailingAfter(super()._make_engine())
 
-    cfg = stream.load_config(overrides=[f"audio.samplerate={jack_server.samplerate}"])
+    cfg = cosine_host.load_config(overrides=[f"audio.samplerate={jack_server.samplerate}"])
     report_path = tmp_path / "r.json"
     session = Session(cfg, report_path=str(report_path))
-    with pytest.raises(stream.UserError, match="engine failed in the audio callback: "
+    with pytest.raises(cosine_host.UserError, match="engine failed in the audio callback: "
                                                "RuntimeError: boom"):
         session.run(duration_s=20)
     rep = json.loads(report_path.read_text())

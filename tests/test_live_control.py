@@ -57,7 +57,7 @@ class Osc:
 
 
 def write_speech(path: Path, seconds: float) -> np.ndarray:
-    from stream.speech import synthesize_speech
+    from cosine_host.lab.speech import synthesize_speech
     x = synthesize_speech(SR, seconds)
     sf.write(path, x, SR, subtype="FLOAT")
     return np.repeat(x.astype(np.float32), 2, axis=1)
@@ -110,7 +110,7 @@ def test_osc_controls_change_the_recording_where_the_report_says(jack_server, tm
     assert [e["result"] for e in c] == ["applied", "refused", "refused", "refused", "applied",
                                         "applied"]
     # refused exactly as the config refuses the same value, one line on stderr each
-    from stream.config import ConfigError, load_config
+    from cosine_host.config.schema import ConfigError, load_config
     with pytest.raises(ConfigError) as config_error:
         load_config(overrides=["processors=[{type: quantize, bits: 3.0}]"])
     assert str(config_error.value) == c[1]["reason"]
@@ -150,11 +150,11 @@ def test_osc_controls_change_the_recording_where_the_report_says(jack_server, tm
 
 def test_checkpoint_swap_crossfades_without_a_step(jack_server, tmp_path):
     import torch
-    import stream
-    from models import LearnedCosine, save_checkpoint
-    from stream.engine import Engine
+    import cosine_host
+    from cosine_host.models import LearnedCosine, save_checkpoint
+    from cosine_host.engine.engine import Engine
 
-    cfg = stream.load_config(overrides=["model.device=cpu"])
+    cfg = cosine_host.load_config(overrides=["model.device=cpu"])
     model = LearnedCosine(N, cfg.model.coefficients)
     with torch.no_grad():
         model.encoder.rest.mul_(0.5)        # tied decoder: the sine comes out at a quarter

@@ -1,4 +1,4 @@
-"""Latency tests (stream.measure, stream.roundtrip, stream.bench, stream.plots) on real parts:
+"""Latency tests (cosine_host.measure.algorithmic, cosine_host.measure.roundtrip, cosine_host.measure.bench, cosine_host.measure.plots) on real parts:
 the engine offline, a JACK dummy server's loopback for round trips (the ``jack_server``
 fixture, tests/conftest.py), matplotlib for plots, and the CLI through click's runner."""
 from __future__ import annotations
@@ -13,12 +13,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import run
-from stream import latency as lat
-from stream import bench, measure, plots, roundtrip
-from stream.config import load_config
-from stream.engine import Engine
-from stream.errors import UserError
+from cosine_host.cli import cli as host_cli
+from cosine_host.engine import latency as lat
+from cosine_host.measure import bench
+from cosine_host.measure import algorithmic as measure
+from cosine_host.measure import plots
+from cosine_host.measure import roundtrip
+from cosine_host.config.schema import load_config
+from cosine_host.engine.engine import Engine
+from cosine_host.errors import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ON_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
@@ -39,7 +42,7 @@ def assert_png(path):
 
 def cli(*args):
     """Run the CLI in this process; (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(run.cli, list(args))
+    result = CliRunner().invoke(host_cli, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -200,7 +203,7 @@ def test_overload_counts_xruns_and_leaves_the_round_trip_unchanged(jack_server):
     """A loud tone between two sweeps makes the Sleepy plugin sleep 20 ms (about four budgets)
     in the calls that see it: xruns are counted, and the sweep after the overload comes back
     exactly as late as the one before (no hop added per underrun)."""
-    from stream.live import LiveSession
+    from cosine_host.live.session import LiveSession
     sr, blocksize = jack_server.samplerate, 256
     sleepy = '{type: "plugins_sleepy:Sleepy", sleep_ms: 20, above: 5.0}'
     cfg = live_config(jack_server, f"audio.blocksize={blocksize}", f"processors=[{sleepy}]")

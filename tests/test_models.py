@@ -5,7 +5,7 @@ import pytest
 import scipy.fft
 import torch
 
-from models import (CheckpointError, CosineDecoder, CosineEncoder, LearnedCosine,
+from cosine_host.models import (CheckpointError, CosineDecoder, CosineEncoder, LearnedCosine,
                     load_checkpoint, read_checkpoint, save_checkpoint)
 
 

@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from run import cli
-from stream.config import load_config
-from stream.outputs import OutputError, check_outputs, protected_paths
+from cosine_host.cli import cli
+from cosine_host.config.schema import load_config
+from cosine_host.outputs import OutputError, check_outputs, protected_paths
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"

@@ -1,4 +1,4 @@
-"""stream/pcm.py: float to integer samples, rounded to nearest, clipped and counted, dithered.
+"""stream/offline/pcm.py: float to integer samples, rounded to nearest, clipped and counted, dithered.
 
 Expected integers are computed here independently (floor(x * 2**(bits-1) + 0.5) in float64)
 and checked through real files written and read by soundfile.
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stream.errors import UserError
-from stream.pcm import PcmConverter, choose_dither
+from cosine_host.errors import UserError
+from cosine_host.offline.pcm import PcmConverter, choose_dither
 
 
 def nearest(x: np.ndarray, bits: int) -> np.ndarray:

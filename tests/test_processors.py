@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import plugins
-from models import processors as P
-from models.processors import Band, Quantize, Threshold, TopK, build, build_chain, check_spec
+from cosine_host.models.processors import plugins
+from cosine_host.models.processors import registry as P
+from cosine_host.models.processors.registry import Band, Quantize, Threshold, TopK, build, build_chain, check_spec
 
 # plugins_example lives next to this file; plugin specs name it as "plugins_example:Gain"
 if str(Path(__file__).parent) not in sys.path:
@@ -480,7 +480,7 @@ def test_quantizer_scales_in_python_floats_round_as_float32_arithmetic():
 
 
 def test_compiled_quickselect_finds_the_kth_smallest():
-    from models.compiled import kth_smallest
+    from cosine_host.models.processors.compiled import kth_smallest
     rng = np.random.default_rng(1)
     for _ in range(500):
         values = rng.integers(0, rng.integers(1, 20), size=rng.integers(1, 80))
@@ -624,7 +624,7 @@ def test_plugin_constructor_failure_is_one_line_naming_the_plugin():
 
 
 def test_plugin_module_keeps_its_home_and_its_old_names():
-    from models import plugins
+    from cosine_host.models.processors import plugins
     assert P.Plugin is plugins.Plugin and P.Processor is plugins.Processor
     assert issubclass(P.Plugin, P.Processor) and P.PLUGIN_FORM == "package.module:ClassName"
 
@@ -634,7 +634,7 @@ def test_chain_of_plain_modules_and_builtins():
     x = gaussian()
     with torch.inference_mode():
         assert torch.equal(chain(x), Quantize(8)._torch(x))
-    assert P.Chain is __import__("models.plugins", fromlist=["Chain"]).Chain
+    assert P.Chain is __import__("cosine_host.models.processors.plugins", fromlist=["Chain"]).Chain
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")

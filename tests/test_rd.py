@@ -1,5 +1,5 @@
-"""Rate-distortion training: the learned quantizer (models/learned_quantize.py), its entropy
-model (models/entropy.py), `train --objective rd`, and checkpoints that carry the learned steps
+"""Rate-distortion training: the learned quantizer (models/processors/learned_quantize.py), its entropy
+model (models/processors/entropy.py), `train --objective rd`, and checkpoints that carry the learned steps
 to render, evaluate, info and live identically."""
 
 import json
@@ -14,15 +14,15 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from models import read_checkpoint
-from models import processors as P
-from models.entropy import FactorizedEntropy
-from models.learned_quantize import INIT_STEP, LearnedQuantize
-from run import cli
-from stream.config import load_config
-from stream.engine import Engine
-from stream.speech import synthesize_speech
-from stream.train import train_files
+from cosine_host.models import read_checkpoint
+from cosine_host.models.processors import registry as P
+from cosine_host.models.processors.entropy import FactorizedEntropy
+from cosine_host.models.processors.learned_quantize import INIT_STEP, LearnedQuantize
+from cosine_host.cli import cli
+from cosine_host.config.schema import load_config
+from cosine_host.engine.engine import Engine
+from cosine_host.lab.speech import synthesize_speech
+from cosine_host.train.fit import train_files
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_V1 = ROOT / "tests" / "fixtures" / "checkpoint-v1.pt"
@@ -235,7 +235,7 @@ def test_info_shows_the_learned_steps(trained):
 
 
 def test_evaluate_reports_the_entropy_of_the_trained_symbols(trained, tmp_path):
-    from stream.evaluate import render_setting
+    from cosine_host.lab.evaluate import render_setting
     cfg = load_config(None, trained["overrides"])
     signal = synthesize_speech(48000, 1.0, seed=5, voice="high")
     out, rates = render_setting(cfg, signal, 48000)
@@ -257,7 +257,7 @@ def test_evaluate_reports_the_entropy_of_the_trained_symbols(trained, tmp_path):
 def test_render_and_live_give_the_same_output(trained, jack_server, tmp_path):
     """The checkpoint's steps reach live exactly as render: the loopback recording of a live
     session on the JACK dummy equals the rendered file, sample for sample within float32."""
-    from stream.live import LiveSession
+    from cosine_host.live.session import LiveSession
     assert jack_server.dummy                    # its round trip is the reported latency
     sr = jack_server.samplerate
     cfg = load_config(None, (*trained["overrides"], f"audio.samplerate={sr}",
@@ -285,7 +285,7 @@ def test_render_and_live_give_the_same_output(trained, jack_server, tmp_path):
 # --- evaluate: curves read at equal bitrates ---------------------------------------------------------
 
 def test_curves_are_read_at_equal_bitrates_in_log_kbps():
-    from stream.evaluate import curves_at, parse_kbps
+    from cosine_host.lab.evaluate import curves_at, parse_kbps
     rows = [{"label": f"a {k}", "kind": "engine", "input": "x", "kbps": k, "pesq": v}
             for k, v in ((20.0, 2.0), (80.0, 4.0))]
     rows.append({"label": "opus 48 kbps", "kind": "codec", "input": "x", "kbps": 48.0,
@@ -298,7 +298,7 @@ def test_curves_are_read_at_equal_bitrates_in_log_kbps():
     assert opus["pesq@48"] == pytest.approx(4.2) and opus["pesq@40"] is None
     assert [c[0] for c in table["columns"]] == ["curve", "input", "pesq@40", "pesq@10",
                                                 "pesq@48"]
-    from stream.errors import UserError
+    from cosine_host.errors import UserError
     with pytest.raises(UserError, match="--at-kbps"):
         parse_kbps("32,fast")
 
@@ -313,7 +313,7 @@ def test_render_reports_the_learned_quantizers_bitrates(trained, tmp_path):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "r.json").read_text())
-    from stream.evaluate import render_setting
+    from cosine_host.lab.evaluate import render_setting
     signal, _ = sf.read(str(wav), dtype="float32", always_2d=True)
     _, rates = render_setting(load_config(None, trained["overrides"]), signal, 48000)
     assert report["bitrate_kbps"] == pytest.approx(rates["kbps_pooled"], rel=1e-9)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import LearnedCosine, load_checkpoint, read_checkpoint
-from stream.config import load_config
-from stream.engine import Engine
+from cosine_host.models import LearnedCosine, load_checkpoint, read_checkpoint
+from cosine_host.config.schema import load_config
+from cosine_host.engine.engine import Engine
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "checkpoint-v1.pt"
 # the values the fixture was written with (torch.manual_seed(0), init + 0.01 * randn)

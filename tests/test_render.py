@@ -18,12 +18,12 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-import stream
-from run import cli
-from stream.errors import UserError
-from stream.formats import check_size
-from stream.jobs import plan_jobs
-from stream.render import CHUNK_FRAMES, render_file
+import cosine_host
+from cosine_host.cli import cli
+from cosine_host.errors import UserError
+from cosine_host.offline.formats import check_size
+from cosine_host.offline.jobs import plan_jobs
+from cosine_host.offline.render import CHUNK_FRAMES, render_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -231,9 +231,9 @@ def coefficients_seen(path, overrides) -> np.ndarray:
     """(frames, channels, M) float64: what the first processor receives when ``path`` renders
     with ``overrides`` (the contract: the same for any chunking)."""
     from helpers import recording_chain
-    from stream.build import build_model
-    from stream.engine import Engine
-    cfg = stream.load_config(None, ["model.device=cpu", *overrides])
+    from cosine_host.engine.build import build_model
+    from cosine_host.engine.engine import Engine
+    cfg = cosine_host.load_config(None, ["model.device=cpu", *overrides])
     x = sf.read(path, dtype="float32", always_2d=True)[0]
     chain, recorder = recording_chain(m=cfg.model.coefficients)
     engine = Engine(build_model(cfg), cfg.frame.hop, cfg.frame.window, channels=x.shape[1],
@@ -255,7 +255,7 @@ def test_silence_costs_only_the_side_information(tmp_path):
 
 @pytest.mark.parametrize("overrides", [[], ["model.coefficients=384"]], ids=["dct", "matrix"])
 def test_streaming_snr_matches_the_files_and_any_chunking(tmp_path, overrides):
-    cfg = stream.load_config(None, [QUANTIZE_6, "model.device=cpu", *overrides])
+    cfg = cosine_host.load_config(None, [QUANTIZE_6, "model.device=cpu", *overrides])
     x = noise(100000, 2)
     sf.write(tmp_path / "in.wav", x, 48000, subtype="FLOAT")
     big = render_file(cfg, str(tmp_path / "in.wav"), str(tmp_path / "a.wav"))
@@ -288,7 +288,7 @@ def test_pcm_output_clips_and_counts_float_keeps(tmp_path):
 
 
 def test_progress_reaches_the_total(tmp_path):
-    cfg = stream.load_config(None, ["model.device=cpu"])
+    cfg = cosine_host.load_config(None, ["model.device=cpu"])
     sf.write(tmp_path / "in.wav", noise(150000, 1), 48000, subtype="FLOAT")
     calls = []
     render_file(cfg, str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
@@ -301,7 +301,7 @@ def test_progress_reaches_the_total(tmp_path):
 # --- atomic writes -----------------------------------------------------------------------------
 
 def test_failure_mid_render_leaves_nothing_behind(tmp_path):
-    cfg = stream.load_config(None, [fail_after(3), "model.device=cpu"])
+    cfg = cosine_host.load_config(None, [fail_after(3), "model.device=cpu"])
     sf.write(tmp_path / "in.wav", noise(5 * 48000, 2), 48000, subtype="FLOAT")
     before = listing(tmp_path)
     written = []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from helpers import make_engine, noise, render_in_blocks, stream_blocks
-from stream.engine import EngineInputError
+from cosine_host.engine.engine import EngineInputError
 
 
 @pytest.mark.parametrize("trained", [True, False], ids=["matrix", "dct"])

@@ -18,10 +18,10 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-import stream
-from run import cli
-from stream.readback import find_lag
-from stream.render import render_file
+import cosine_host
+from cosine_host.cli import cli
+from cosine_host.offline.readback import find_lag
+from cosine_host.offline.render import render_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CPU = ("--set", "model.device=cpu")
@@ -101,7 +101,7 @@ def test_24_bit_identity_within_the_float32_engine_and_unbiased(tmp_path, name):
 def test_no_dc_offset_from_float_input(tmp_path, name, subtype):
     x = noise(60000, 2, seed=4).astype(np.float32)
     sf.write(tmp_path / "in.wav", x, 48000, subtype="FLOAT")
-    cfg = stream.load_config(None, ["model.device=cpu"])
+    cfg = cosine_host.load_config(None, ["model.device=cpu"])
     for dither in ("none", "tpdf"):
         render_file(cfg, str(tmp_path / "in.wav"), str(tmp_path / name), subtype=subtype,
                     dither=dither, overwrite=True)
@@ -118,7 +118,7 @@ def test_no_dc_offset_from_float_input(tmp_path, name, subtype):
 def test_float_to_16_bit_dithers_reproducibly_whatever_the_chunking(tmp_path):
     x = noise(90000, 2, seed=5).astype(np.float32)
     sf.write(tmp_path / "in.wav", x, 48000, subtype="FLOAT")
-    cfg = stream.load_config(None, ["model.device=cpu"])
+    cfg = cosine_host.load_config(None, ["model.device=cpu"])
     a = render_file(cfg, str(tmp_path / "in.wav"), str(tmp_path / "a.wav"), subtype="PCM_16")
     render_file(cfg, str(tmp_path / "in.wav"), str(tmp_path / "b.wav"), subtype="PCM_16",
                 chunk_frames=7777)

@@ -17,16 +17,16 @@ import torch
 from click.testing import CliRunner
 from scipy.signal import lfilter
 
-from models import LearnedCosine, read_checkpoint
-from models import processors as P
-from models import training as T
-from run import cli
-from stream.config import load_config
-from stream.build import build_model
-from stream.engine import Engine
-from stream.train import train_files
-from stream.train_log import LOG_COLUMNS
-from stream.windows import window_pair
+from cosine_host.models import LearnedCosine, read_checkpoint
+from cosine_host.models.processors import registry as P
+from cosine_host.models import training as T
+from cosine_host.cli import cli
+from cosine_host.config.schema import load_config
+from cosine_host.engine.build import build_model
+from cosine_host.engine.engine import Engine
+from cosine_host.train.fit import train_files
+from cosine_host.train.log import LOG_COLUMNS
+from cosine_host.engine.windows import window_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 16000

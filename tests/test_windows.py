@@ -1,4 +1,4 @@
-"""Window pairs (stream.windows): perfect reconstruction of symmetric and low-delay pairs, the
+"""Window pairs (cosine_host.engine.windows): perfect reconstruction of symmetric and low-delay pairs, the
 low-delay pair's shape, frame.synthesis_size at config load and through the CLI, and training
 with the short synthesis window."""
 import numpy as np
@@ -6,13 +6,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from models import LearnedCosine
-from models import processors as P
-from models import training as T
-from run import cli
-from stream import windows
-from stream.config import ConfigError, load_config
-from stream.engine import Engine
+from cosine_host.models import LearnedCosine
+from cosine_host.models.processors import registry as P
+from cosine_host.models import training as T
+from cosine_host.cli import cli
+from cosine_host.engine import windows
+from cosine_host.config.schema import ConfigError, load_config
+from cosine_host.engine.engine import Engine
 
 PAIRS = [(512, 32, 64), (512, 32, 96), (512, 64, 128), (512, 64, 448), (256, 16, 32),
          (512, 128, 256), (64, 16, 32), (48, 8, 24)]

@@ -1,0 +1,155 @@
+"""File habits of sox/ffmpeg users: ``-`` for standard input/output, container names, tags, and
+the quality of lossy outputs.
+
+- ``spool_stdin``: standard input copied to a temporary file (1 MiB at a time, so memory stays
+  bounded; soundfile needs a seekable file), removed afterwards. libsndfile recognises the
+  container from its contents (WAV, AIFF, FLAC, OGG, MP3, ...).
+- ``copy_to_stdout``: a finished file streamed to standard output. The render command writes
+  stdout only after the whole render succeeded (the file is complete and checked first), so
+  a failure leaves nothing half-written in the pipe.
+- ``container``: the (format, subtype) soundfile writes for a name such as "flac" or "opus".
+- ``copy_tags``: title, artist, album, comment, date, ... copied where the output holds them.
+- ``compression``: ``--quality`` and ``--bitrate-mode`` as soundfile's keyword arguments.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+
+import soundfile as sf
+
+from cosine_host.errors import UserError
+
+STDIO = "-"                     # the path that means standard input or standard output
+COPY_BYTES = 1 << 20            # bytes per read/write step of the pipes
+# names soundfile knows under another container name (format, subtype or None)
+ALIASES = {"opus": ("OGG", "OPUS"), "oga": ("OGG", None), "aif": ("AIFF", None),
+           "aifc": ("AIFF", None)}
+LOSSY_FORMATS = ("OGG", "MP3")
+BITRATE_MODES = ("constant", "average", "variable")
+
+
+def container(name: str) -> tuple[str, str | None] | None:
+    """(soundfile format, forced subtype or None) for a container or extension name such as
+    "wav", "FLAC", "opus"; None when soundfile cannot write it."""
+    key = name.lower().lstrip(".")
+    if key in ALIASES:
+        return ALIASES[key]
+    fmt = key.upper()
+    return (fmt, None) if fmt in sf.available_formats() else None
+
+
+def container_names() -> list[str]:
+    """Lower-case container names --format accepts, e.g. ["aiff", "flac", ..., "wav"]."""
+    return sorted({f.lower() for f in sf.available_formats()} | set(ALIASES))
+
+
+def check_format_option(name: str | None) -> str | None:
+    """The --format value, lower-case, or a UserError listing the names that work."""
+    if name is None:
+        return None
+    if container(name) is None:
+        raise UserError(f"unknown --format {name!r}; allowed: "
+                        f"{', '.join(container_names())}")
+    return name.lower().lstrip(".")
+
+
+def extension_for(fmt_name: str) -> str:
+    """The file extension (with dot) for a --format name: "wav" -> ".wav", "opus" -> ".opus"."""
+    return "." + fmt_name.lower()
+
+
+@contextlib.contextmanager
+def spool_stdin(stream=None):
+    """Yield the path of a temporary file holding all of standard input; removed on exit.
+
+    Raises:
+        UserError: standard input is a terminal (nothing piped in) or empty.
+    """
+    stream = stream if stream is not None else sys.stdin.buffer
+    if hasattr(stream, "isatty") and stream.isatty():
+        raise UserError("input '-' reads standard input, which is a terminal; pipe a file in "
+                        "(cat in.wav | python run.py render - out.wav)")
+    fd, path = tempfile.mkstemp(prefix="cosine-stdin-", suffix=".audio")
+    try:
+        with os.fdopen(fd, "wb") as spool:
+            shutil.copyfileobj(stream, spool, COPY_BYTES)
+            size = spool.tell()
+        if size == 0:
+            raise UserError("standard input is empty; pipe an audio file in")
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def copy_to_stdout(path: str, stream=None) -> None:
+    """Stream the file at ``path`` to standard output (binary), 1 MiB at a time.
+
+    Raises:
+        UserError: the reader went away (broken pipe).
+    """
+    stream = stream if stream is not None else sys.stdout.buffer
+    try:
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, stream, COPY_BYTES)
+        stream.flush()
+    except BrokenPipeError:
+        # the reader closed the pipe: nothing more can be said on it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise UserError("standard output was closed before the whole file was written (broken "
+                        "pipe)") from None
+
+
+def copy_tags(source: sf.SoundFile, sink: sf.SoundFile) -> None:
+    """Copy the input's string tags to the output before any sample is written; a tag the
+    output format cannot hold is skipped (``written_tags`` tells what was kept)."""
+    for name, value in source.copy_metadata().items():
+        with contextlib.suppress(Exception):
+            setattr(sink, name, value)
+
+
+def written_tags(path: str) -> dict[str, str]:
+    """The string tags a written file holds, e.g. {"title": "Take 3", "artist": "..."}."""
+    try:
+        with sf.SoundFile(path) as f:
+            return f.copy_metadata()
+    except Exception:
+        return {}
+
+
+def compression(fmt: str, subtype: str, quality: float | None,
+                bitrate_mode: str | None) -> dict:
+    """soundfile.SoundFile keyword arguments for ``--quality`` and ``--bitrate-mode``.
+
+    Args:
+        fmt, subtype: the output's soundfile format and subtype.
+        quality: 0.0 (smallest file) .. 1.0 (best sound), or None for libsndfile's default;
+            sent as compression_level = 1 - quality.
+        bitrate_mode: "constant" | "average" | "variable" or None (libsndfile's default).
+    Raises:
+        UserError: the options on a lossless output, or values out of range.
+    """
+    if quality is None and bitrate_mode is None:
+        return {}
+    lossy = fmt in LOSSY_FORMATS
+    if not lossy:
+        raise UserError(f"--quality and --bitrate-mode apply to OGG, Opus and MP3 outputs, not "
+                        f"{fmt} {subtype} (a lossless format keeps every sample); drop them")
+    kwargs = {}
+    if quality is not None:
+        if not 0.0 <= quality <= 1.0:
+            raise UserError(f"--quality {quality} is out of range; give 0 (smallest) .. "
+                            f"1 (best)")
+        kwargs["compression_level"] = 1.0 - float(quality)
+    if bitrate_mode is not None:
+        mode = bitrate_mode.lower()
+        if mode not in BITRATE_MODES:
+            raise UserError(f"unknown --bitrate-mode {bitrate_mode!r}; allowed: "
+                            f"{' | '.join(BITRATE_MODES)}")
+        kwargs["bitrate_mode"] = mode.upper()
+    return kwargs
