@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cosine_host.live.devices import resolve_device
+from cosine_host.live.devices import find_device
 from cosine_host.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,12 +42,12 @@ DEVICES = [
     ("jack", "input", 5),               # no name matches: the host API name does
 ])
 def test_resolve_device_finds_what_people_type(spec, kind, index):
-    assert resolve_device(spec, kind, DEVICES)["index"] == index
+    assert find_device(spec, kind, DEVICES)["index"] == index
 
 
 def test_resolve_device_ambiguous_lists_the_candidates():
     with pytest.raises(UserError) as e:
-        resolve_device("hda", "output", DEVICES)
+        find_device("hda", "output", DEVICES)
     msg = str(e.value)
     assert "matches 2 output devices" in msg
     assert "0: HDA Intel PCH: ALC257" in msg and "1: HDA Intel PCH: HDMI 0" in msg
@@ -56,15 +56,15 @@ def test_resolve_device_ambiguous_lists_the_candidates():
 
 def test_resolve_device_not_found_or_wrong_direction():
     with pytest.raises(UserError, match=r"no input device matches 'hdmi'; input devices: 0: "):
-        resolve_device("hdmi", "input", DEVICES)      # HDMI has outputs only
+        find_device("hdmi", "input", DEVICES)      # HDMI has outputs only
     with pytest.raises(UserError, match=r"device 1 .* has no input channels"):
-        resolve_device(1, "input", DEVICES)
+        find_device(1, "input", DEVICES)
     with pytest.raises(UserError, match="no audio device with index 42"):
-        resolve_device(42, "output", DEVICES)
+        find_device(42, "output", DEVICES)
     with pytest.raises(UserError, match="no default input device; choose one with -i"):
-        resolve_device(None, "input", [_dev(0, "x")])
+        find_device(None, "input", [_dev(0, "x")])
     with pytest.raises(UserError, match="PortAudio sees no input device.*start the JACK server"):
-        resolve_device("x", "input", [_dev(0, "x", ins=0)])
+        find_device("x", "input", [_dev(0, "x", ins=0)])
 
 
 def test_query_devices_lists_the_jack_device(jack_server):
@@ -78,7 +78,7 @@ def test_query_devices_lists_the_jack_device(jack_server):
     assert d["max_input_channels"] >= 2 and d["max_output_channels"] >= 2
     assert d["default_samplerate"] == jack_server.samplerate
     assert isinstance(d["default_input"], bool)
-    assert resolve_device("jack", "input", rows)["index"] == d["index"]
+    assert find_device("jack", "input", rows)["index"] == d["index"]
 
 
 def test_devices_command_prints_the_table(jack_server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -53,9 +54,16 @@ def _run(args, cwd, env=None):
 def installed_site(tmp_path_factory):
     """A non-editable install of this checkout (wheel, no dependencies) into its own folder."""
     tmp = tmp_path_factory.mktemp("install")
-    wheel_dir, site = tmp / "wheel", tmp / "site"
+    source, wheel_dir, site = tmp / "source", tmp / "wheel", tmp / "site"
+    # a copy: building writes build/ and *.egg-info/ next to pyproject.toml
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("stream", "models", "configs"):
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                  "-w", str(wheel_dir), str(ROOT)], cwd=tmp)
+                  "-w", str(wheel_dir), str(source)], cwd=tmp)
     assert built.returncode == 0, built.stderr
     wheel = next(wheel_dir.glob("cosine_host-*.whl"))
     done = _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),

@@ -87,7 +87,7 @@ def _portaudio_default(sd, kind: str) -> int:
         return -1
 
 
-def resolve_device(spec, kind: str, devices: list[dict] | None = None) -> dict:
+def find_device(spec, kind: str, devices: list[dict] | None = None) -> dict:
     """Find the device a user means.
 
     Args:
@@ -177,7 +177,7 @@ def check_settings(sd, input_device: dict, output_device: dict, channels: int,
             can = (", ".join(str(r) for r in rates) + " Hz") if rates else \
                 "none of the common rates"
             raise UserError(f"{kind} device {dev['index']} ({dev['name']}) cannot do {channels} "
-                            f"channel(s) at {samplerate} Hz ({_pa_text(e)}); it accepts: {can} "
+                            f"channel(s) at {samplerate} Hz ({portaudio_message(e)}); it accepts: {can} "
                             f"(default {dev['default_samplerate']:.0f} Hz); use "
                             f"--set audio.samplerate=RATE") from None
 
@@ -200,7 +200,7 @@ def supported_samplerates(sd, dev: dict, kind: str, channels: int = 1) -> list[i
     return ok
 
 
-def _pa_text(e: Exception) -> str:
+def portaudio_message(e: Exception) -> str:
     """PortAudioError's message on one line."""
     args = getattr(e, "args", ())
     text = args[0] if args and isinstance(args[0], str) else str(e)

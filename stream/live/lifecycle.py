@@ -15,7 +15,6 @@ While the stream runs, the interpreter's GIL switch interval is shortened
 from __future__ import annotations
 
 import gc
-import os
 import math
 import sys
 import time
@@ -25,7 +24,8 @@ import numpy as np
 from cosine_host.live import jack
 from cosine_host.live import monitor
 from cosine_host.live.keyboard import Keys
-from cosine_host.live.devices import check_settings
+from cosine_host.live.devices import check_settings, portaudio_message
+from cosine_host.outputs import check_outputs
 from cosine_host.errors import UserError
 from cosine_host.interrupts import Terminated
 from cosine_host.live.callback import AudioCallback, PlayRecord
@@ -35,10 +35,8 @@ MAX_VARIABLE_FRAMES = 16384
 
 # While another thread holds the GIL (panel, OSC, recorder), the audio callback waits until it
 # is handed over, up to the switch interval: 5 ms by default, more than a 32-sample block's
-# whole budget (0.67 ms at 48 kHz). Measured on the JACK dummy with panel, OSC, playing and
-# recording (20 s streams, quiet 2-core machine): at B = 256, 1.33 ms (a quarter block) gave
-# 1-2 xrun events and a 5-36 ms worst call, 0.5 ms 0-1 events, 0.25 and 0.1 ms none with a
-# worst call of 2.3-3.8 ms; at B = 32, 0.1-0.17 ms gave 0-2 events (one run of 12), 0.5 ms 0-3.
+# whole budget (0.67 ms at 48 kHz). The bounds below are where xruns stopped on the JACK dummy
+# (benchmarks/README.md, "Live: the GIL switch interval").
 SWITCH_INTERVAL_FRACTION = 0.25     # of one block's duration
 MIN_SWITCH_INTERVAL_S = 1e-4
 MAX_SWITCH_INTERVAL_S = 2.5e-4
@@ -84,9 +82,7 @@ class StreamLife:
     def _session(self, duration_s, on_status, keys, pr: "PlayRecord | None") -> dict:
         from threadpoolctl import threadpool_limits
         # One block is a few small products: BLAS threads buy nothing there and, on a busy
-        # machine, make the callback wait for a core (the exact encoder's float64 product at
-        # B = 256 with quantize + top-k: p50 9.3 ms with numpy's default threads, 1.7 ms with
-        # one, measured on the shared 2-core machine)
+        # machine, make the callback wait for a core (benchmarks/README.md, "Threads")
         with threadpool_limits(limits=1, user_api="blas"):
             return self._stream_session(duration_s, on_status, keys, pr)
 
@@ -94,7 +90,9 @@ class StreamLife:
         sd = self._sd
         sr, bs, ch = self.samplerate, self.blocksize, self.channels
         check_settings(sd, self.input_device, self.output_device, ch, sr)
-        _check_report_path(self.report_path)
+        # before the stream opens, not after an hour of running (a --report from the CLI was
+        # checked already; a session made from Python is checked here)
+        check_outputs([("--report", self.report_path)], overwrite=True)
 
         self.engine = engine = self._make_engine()
         max_frames = bs if bs else MAX_VARIABLE_FRAMES
@@ -140,7 +138,7 @@ class StreamLife:
                 stream.start()
             except sd.PortAudioError as e:
                 raise UserError(f"cannot open the audio stream on {_dev_text(self.input_device)}"
-                                f" / {_dev_text(self.output_device)}: {_pa_text(e)}; check the "
+                                f" / {_dev_text(self.output_device)}: {portaudio_message(e)}; check the "
                                 f"devices with `python run.py devices`") from None
             started = time.monotonic()
             device_latency_s = tuple(float(x) for x in stream.latency)
@@ -289,8 +287,7 @@ class StreamLife:
         import torch
         from cosine_host.engine.engine import Engine
         # One block is a few small matrix products: a second intra-op thread buys nothing and,
-        # on a busy machine, makes the callback wait for a core (p99 80-100 ms instead of ~10 ms
-        # at blocksize 256 with the CPU loaded).
+        # on a busy machine, makes the callback wait for a core (benchmarks/README.md, "Threads")
         torch.set_num_threads(1)
         engine = Engine.from_config(self.cfg, blocksize=self.blocksize, channels=self.channels,
                                     samplerate=self.samplerate)
@@ -342,22 +339,6 @@ def _close_stream(sd, stream, timeout_s: float = 5.0) -> bool:
 
 # --- small helpers -----------------------------------------------------------------------------
 
-def _check_report_path(path) -> None:
-    """Fail before the stream opens, not after an hour of running, if the report cannot go
-    where asked."""
-    if not path:
-        return
-    if os.path.isdir(path):
-        raise UserError(f"--report {path!r} is a folder; give a file name such as "
-                        f"{os.path.join(path, 'live.json')!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UserError(f"--report {path!r}: the folder {folder!r} does not exist; create it "
-                        f"or choose another path")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"--report {path!r}: the folder {folder!r} is not writable")
-
-
 def _engine_stats(engine) -> dict | None:
     try:
         return engine.stats()
@@ -367,9 +348,3 @@ def _engine_stats(engine) -> dict | None:
 
 def _dev_text(d: dict) -> str:
     return f"device {d['index']} ({d['name']}, {d['hostapi']})"
-
-
-def _pa_text(e: Exception) -> str:
-    args = getattr(e, "args", ())
-    text = args[0] if args and isinstance(args[0], str) else str(e)
-    return " ".join(text.split())

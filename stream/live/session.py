@@ -31,7 +31,7 @@ import numpy as np
 
 from cosine_host.live import jack
 from cosine_host.live import monitor
-from cosine_host.live.devices import import_sounddevice, query_devices, resolve_device
+from cosine_host.live.devices import import_sounddevice, query_devices, find_device
 from cosine_host.errors import UserError
 from cosine_host.live.callback import PlayRecord
 from cosine_host.live.lifecycle import StreamLife
@@ -99,8 +99,8 @@ class LiveSession(StreamLife):
         devices = query_devices()
         in_spec = input_device if input_device is not None else audio.input_device
         out_spec = output_device if output_device is not None else audio.output_device
-        self.input_device = resolve_device(in_spec, "input", devices)
-        self.output_device = resolve_device(out_spec, "output", devices)
+        self.input_device = find_device(in_spec, "input", devices)
+        self.output_device = find_device(out_spec, "output", devices)
         if self.jack_loopback:
             for d in (self.input_device, self.output_device):
                 if "jack" not in d["hostapi"].lower():
