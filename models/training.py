@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from cosine_host.models.spectral import mr_stft_distance
 from cosine_host.models.transform import LearnedCosine
 
 FREQ_LR_RATIO = 0.5
@@ -145,26 +146,18 @@ STFT_RESOLUTIONS = ((0.5, 0.125), (1.0, 0.25), (2.0, 0.5))
 """(n_fft, hop) of mr_stft's resolutions as multiples of the frame size N: N/2, N and 2N points,
 hops of a quarter; the longest fits the 4 N interior of a training segment."""
 
-STFT_FLOOR = 1e-5
-"""Added to magnitudes before the log in mr_stft: keeps silence from dominating the log term."""
+
+def stft_resolutions(frame_size: int) -> list[tuple[int, int]]:
+    """STFT_RESOLUTIONS in samples for frames of ``frame_size`` samples."""
+    return [(max(2, int(size * frame_size)), max(1, int(step * frame_size)))
+            for size, step in STFT_RESOLUTIONS]
 
 
 def mr_stft(output: torch.Tensor, target: torch.Tensor, frame_size: int) -> torch.Tensor:
-    """Multi-resolution STFT distance (as cosine_host.lab.metrics' ``stft_distance``: spectral
-    convergence + mean |log magnitude difference|, averaged over STFT_RESOLUTIONS), a 0-d
-    tensor, differentiable; output and target (B, T) samples, Hann windows."""
-    total = 0.0
-    for size, step in STFT_RESOLUTIONS:
-        n_fft, hop = max(2, int(size * frame_size)), max(1, int(step * frame_size))
-        window = torch.hann_window(n_fft, dtype=output.dtype, device=output.device)
-        spectra = [torch.stft(x, n_fft, hop, window=window, return_complex=True).abs()
-                   for x in (output, target)]
-        out_mag, ref_mag = spectra
-        convergence = torch.linalg.vector_norm(ref_mag - out_mag) / \
-            torch.linalg.vector_norm(ref_mag).clamp(min=1e-12)
-        log_term = (torch.log(out_mag + STFT_FLOOR) - torch.log(ref_mag + STFT_FLOOR)).abs().mean()
-        total = total + convergence + log_term
-    return total / len(STFT_RESOLUTIONS)
+    """The multi-resolution STFT distance (cosine_host.models.spectral, the same definition as
+    the quality lab's ``stft_distance``) at ``stft_resolutions(frame_size)``: a 0-d tensor,
+    differentiable; output and target (B, T) samples."""
+    return mr_stft_distance(output, target, stft_resolutions(frame_size))
 
 
 def learned_processors(processors) -> list:

@@ -46,8 +46,9 @@ MODES = {
                         "mean over frames and channels"),
     "mel_distance": ("scipy", f"mean |log10 mel| difference, {MEL_BANDS} mel bands, 2048-point "
                               f"STFT, hop 512"),
-    "stft_distance": ("scipy", "multi-resolution STFT distance: spectral convergence + mean "
-                               "|log magnitude| difference, averaged over n_fft 512/1024/2048"),
+    "stft_distance": ("torch", "multi-resolution STFT distance: spectral convergence + mean "
+                               "|ln magnitude| difference, averaged over n_fft 512/1024/2048 "
+                               "(hop a quarter), the training loss's definition"),
     "pesq": ("pesq", "wide band (P.862.2) at 16 kHz, mono mix; speech only"),
     "stoi": ("pystoi", "STOI (not extended), mono mix; speech only"),
     "visqol": ("visqol-python", f"audio mode at 48 kHz (SVR model), mono mix, first "
@@ -172,7 +173,10 @@ def lsd_db(ref, deg, rate):
     return float(np.sqrt(np.mean(diff ** 2, axis=1)).mean()), None
 
 
-def _mel_bank(rate, n_fft, bands):
+def mel_filter_bank(rate, n_fft, bands):
+    """Triangular filters on the HTK mel scale from 0 Hz to rate / 2, unnormalised: (bands,
+    n_fft // 2 + 1) weights for an n_fft-point spectrum at ``rate`` Hz (librosa.filters.mel
+    with htk=True, norm=None)."""
     def mel(f):
         return 2595 * np.log10(1 + f / 700)
 
@@ -190,26 +194,23 @@ def _mel_bank(rate, n_fft, bands):
 def mel_distance(ref, deg, rate):
     if ref.shape[0] < 2048:
         return None, "shorter than one 2048-sample frame"
-    bank = _mel_bank(rate, 2048, MEL_BANDS)
+    bank = mel_filter_bank(rate, 2048, MEL_BANDS)
     mr, md = (np.einsum("mb,cbt->cmt", bank, _spectra(x, 2048, 512)) for x in (ref, deg))
     return float(np.abs(np.log10(mr + 1e-5) - np.log10(md + 1e-5)).mean()), None
 
 
 def stft_distance(ref, deg, rate):
-    losses = []
-    for n_fft, hop in STFT_RESOLUTIONS:
-        if ref.shape[0] < n_fft:
-            continue
-        sr, sd = _spectra(ref, n_fft, hop), _spectra(deg, n_fft, hop)
-        norm = np.linalg.norm(sr)
-        if norm == 0:
-            return None, "the reference is silent"
-        convergence = np.linalg.norm(sr - sd) / norm
-        log_mag = np.abs(np.log(sr + 1e-7) - np.log(sd + 1e-7)).mean()
-        losses.append(convergence + log_mag)
-    if not losses:
+    """cosine_host.models.spectral.mr_stft_distance at STFT_RESOLUTIONS, in float64, over the
+    resolutions whose n_fft fits the signal."""
+    import torch
+    from cosine_host.models.spectral import mr_stft_distance
+    resolutions = [(n_fft, hop) for n_fft, hop in STFT_RESOLUTIONS if ref.shape[0] >= n_fft]
+    if not resolutions:
         return None, "shorter than one 512-sample frame"
-    return float(np.mean(losses)), None
+    if not np.any(ref):
+        return None, "the reference is silent"
+    r, d = (torch.from_numpy(np.ascontiguousarray(x.T, np.float64)) for x in (ref, deg))
+    return float(mr_stft_distance(d, r, resolutions)), None
 
 
 # --- from packages ----------------------------------------------------------------------------
