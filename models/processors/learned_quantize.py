@@ -63,13 +63,14 @@ class LearnedQuantize(Quantize):
     KEYS = ("scale",)
     SIDE_BITS = 0
     ENTROPY_MODEL = Quantize.ENTROPY_MODEL
-    COMPILED = False              # its own numpy route: no compiled kernel
+    COMPILED = True
     _HIST_BITS = 24               # Quantize's histogram for 2**23 - 1 levels per side
 
     scale = _Checked(_check_scale)
 
     def __init__(self, scale: float = 1.0):
         super().__init__(bits=self._HIST_BITS)
+        self._bins_of = {}            # (M, levels, dtype): symbol 0's bin per index, levels
         self.scale = scale
         self.log_step = torch.nn.Parameter(torch.empty(0))
         self.entropy = FactorizedEntropy(0)
@@ -153,16 +154,29 @@ class LearnedQuantize(Quantize):
             out = out + (coeffs - x)       # value stays exactly `out`, gradient is the identity
         return out
 
-    def _numpy(self, x: np.ndarray) -> np.ndarray:
-        # the same elementwise float operations as _torch, so both give the same bits
-        self.ensure(x.shape[-1])
-        levels = self.levels(self._HIST_BITS)
+    def _numpy(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        # one compiled call doing _torch's elementwise float operations, so both give the
+        # same bits, and _count's binning (cosine_host.models.processors.compiled)
+        from cosine_host.models.processors import compiled  # numba: imported when first needed
+        m = x.shape[-1]
+        self.ensure(m)
+        bits = self._HIST_BITS
+        levels = self.levels(bits)
         step, inv_step = self._steps(x.dtype.type, None)
-        symbols = x * inv_step
-        np.rint(symbols, out=symbols)
-        np.clip(symbols, -levels, levels, out=symbols)
-        out = symbols * step
-        self._count(torch.from_numpy(symbols), self._HIST_BITS, levels)
+        if out is None:
+            out = np.empty(x.shape, x.dtype)
+        if x.size:
+            half, width = self._bins(levels)
+            plan = self._bins_of.get((m, levels, x.dtype))
+            if plan is None:           # (making a numpy scalar allocates: once per plan)
+                plan = self._bins_of[m, levels, x.dtype] = (
+                    self._band_offsets(m, None, levels).astype(np.int64) + half,
+                    x.dtype.type(levels))
+            bins_of, typed_levels = plan
+            compiled.learned_quantize(x, inv_step, step, typed_levels, out,
+                                      self._histogram_numpy(bits), bins_of,
+                                      self._FINE_LEVELS, width)
+        self._tally_add(x.shape)
         return out
 
     def _relaxed(self, coeffs: torch.Tensor) -> torch.Tensor:

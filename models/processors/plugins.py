@@ -259,14 +259,16 @@ class Chain(torch.nn.Module):
 
     def numpy_forward(self, array: np.ndarray) -> np.ndarray | None:
         """``array`` (frames, channels, M), CPU float32/float64, through every processor on its
-        numpy route (same shape and dtype out); None, having run nothing, when a processor has
-        no numpy route or has hooks (then ``forward`` on a tensor is the way)."""
+        numpy route, in place: ``array`` itself is returned, holding the result, and no array
+        is allocated (the engine's audio callback relies on it). None, having run nothing,
+        when a processor has no numpy route or has hooks (then ``forward`` on a tensor is the
+        way)."""
         processors = self._entries.values()
         for p in processors:
             if getattr(type(p), "_numpy", None) is None or p._forward_hooks or p._forward_pre_hooks:
                 return None
         for p in processors:
-            array = p._numpy(array)
+            p._numpy(array, out=array)
         return array
 
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
@@ -435,8 +437,9 @@ def construct(type_name: str, params: dict) -> Plugin:
 
 
 class _Builtin(Processor):
-    """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array)`` for the CPU
-    route; both return a new array/tensor of the same shape and dtype with identical values.
+    """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array, out=None)``
+    for the CPU route; both return an array/tensor of the same shape and dtype with identical
+    values: a new one, or ``out`` (which may be ``array`` itself) filled without allocating.
     ``COMPILED`` built-ins run cosine_host.models.processors.compiled kernels on the CPU route (the engine compiles
     them for its dtype before its first block; elsewhere the first call does)."""
 

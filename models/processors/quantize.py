@@ -90,7 +90,7 @@ class Quantize(_Builtin):
             out = out + (coeffs - x)       # value stays exactly `out`, gradient is the identity
         return out
 
-    def _numpy(self, x: np.ndarray) -> np.ndarray:
+    def _numpy(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         # The case a stream spends its time in, bits <= 16 with every peak 0 (a silent frame
         # or channel) or a normal float16 (2**-14..65504), is one compiled call computing
         # _torch's values bit for bit (cosine_host.models.processors.compiled); the rest (NaN, saturated or tiny
@@ -101,12 +101,19 @@ class Quantize(_Builtin):
             key = (x.dtype, x.shape, bits)
             plan = self._plans.get(key) or self._plan(key)
             rows_m, typed_levels, peak, peak_bits, low, bins_of = plan
-            out = np.empty(x.shape, x.dtype)
-            if compiled.quantize(x.reshape(rows_m), typed_levels, peak, peak_bits, low,
-                                 out.reshape(rows_m), self._histogram_numpy(bits), bins_of):
+            if out is None:
+                out = np.empty(x.shape, x.dtype)
+            # in place is safe: the kernel reads each value before it writes its place, and
+            # returns False before writing anything
+            if compiled.quantize(x, typed_levels, peak, peak_bits, low, out,
+                                 self._histogram_numpy(bits), bins_of):
                 self._tally_add(x.shape)
                 return out
-        return self._torch(torch.from_numpy(x)).numpy()
+        result = self._torch(torch.from_numpy(x)).numpy()
+        if out is None:
+            return result
+        np.copyto(out, result)
+        return out
 
     def _plan(self, key) -> tuple:
         """What the compiled call needs for arrays of one dtype and shape at one ``bits``:

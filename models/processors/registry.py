@@ -47,9 +47,10 @@ _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them
 class _Mask(_Builtin):
     """A processor that keeps some coefficients unchanged and zeroes the rest.
 
-    Subclasses implement ``keep(coeffs) -> (kept, n_kept)`` on tensors and ``keep_numpy(array)``
-    on arrays; ``kept`` is the output and ``n_kept`` a Python int or a 0-d tensor (counted on the
-    device, so no sync per call). Gradient flows to the kept coefficients only (``torch.where``
+    Subclasses implement ``keep(coeffs) -> (kept, n_kept)`` on tensors and ``keep_numpy(array,
+    out) -> n_kept`` on arrays, writing the kept values and zeros into ``out`` (which may be
+    ``array`` itself); ``n_kept`` is a Python int or a 0-d tensor (counted on the device, so no
+    sync per call). Gradient flows to the kept coefficients only (``torch.where``
     is a multiplication by a 0/1 mask that also leaves inf/nan in zeroed places out).
     """
 
@@ -61,8 +62,10 @@ class _Mask(_Builtin):
     def _torch(self, coeffs: torch.Tensor) -> torch.Tensor:
         return self._counted(*self.keep(coeffs), coeffs.numel())
 
-    def _numpy(self, coeffs: np.ndarray) -> np.ndarray:
-        return self._counted(*self.keep_numpy(coeffs), coeffs.size)
+    def _numpy(self, coeffs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            out = np.empty(coeffs.shape, coeffs.dtype)
+        return self._counted(out, self.keep_numpy(coeffs, out), coeffs.size)
 
     def _counted(self, out, n_kept, n_seen: int):
         tally = self._tally
@@ -116,11 +119,13 @@ class Band(_Mask):
         out = torch.nn.functional.pad(coeffs[..., lo:hi], (lo, m - hi))
         return out, coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
 
-    def keep_numpy(self, coeffs):
+    def keep_numpy(self, coeffs, out):
         lo, hi = self._span(coeffs.shape[-1])
-        out = np.zeros(coeffs.shape, coeffs.dtype)
-        out[..., lo:hi] = coeffs[..., lo:hi]
-        return out, coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
+        if out is not coeffs:
+            out[..., lo:hi] = coeffs[..., lo:hi]
+        out[..., :lo].fill(0)          # fill: assigning a Python 0 would allocate an array
+        out[..., hi:].fill(0)
+        return coeffs.shape[0] * coeffs.shape[1] * (hi - lo)
 
 
 # per float dtype: the integer type of its bits, whose order is the order of non-negative floats
@@ -171,12 +176,12 @@ class TopK(_Mask):
         mask = above | (tied & (tied.cumsum(dim=-1) <= need))
         return torch.where(mask, coeffs, 0.0), coeffs.shape[0] * coeffs.shape[1] * k
 
-    def keep_numpy(self, coeffs):
+    def keep_numpy(self, coeffs, out):
         from cosine_host.models.processors import compiled  # numba: imported when first needed
         m = coeffs.shape[-1]
         k = min(self.k, m)
         rows = coeffs.shape[0] * coeffs.shape[1]
-        x = coeffs.reshape(rows, m)
+        x = coeffs
         if x.strides[-1] != x.itemsize:       # the bits' view needs contiguous rows
             x = np.ascontiguousarray(x)
         plan = self._plans.get((x.dtype, rows, m))
@@ -188,10 +193,8 @@ class TopK(_Mask):
                 as_int, compiled.MAGNITUDE[x.dtype], as_int(inf_bits),
                 np.empty((rows, m), as_int), np.empty(m, as_int))
         as_int, magnitude, inf_bits, order, scratch = plan
-        out = np.empty(coeffs.shape, coeffs.dtype)
-        compiled.topk(x, x.view(as_int), k, magnitude, inf_bits, order, scratch,
-                      out.reshape(rows, m))
-        return out, rows * k
+        compiled.topk(x, x.view(as_int), k, magnitude, inf_bits, order, scratch, out)
+        return rows * k
 
 
 class Threshold(_Mask):
@@ -205,11 +208,13 @@ class Threshold(_Mask):
     """
 
     KEYS = ("db",)
+    COMPILED = True
     db = _Checked(_check_db)
 
     def __init__(self, db: float = -60.0):
         super().__init__()
         self.db = db
+        self._factor = (None, None)
         self.reset()
 
     def keep(self, coeffs):
@@ -218,11 +223,16 @@ class Threshold(_Mask):
         mask = magnitude >= floor
         return torch.where(mask, coeffs, 0.0), mask.sum()
 
-    def keep_numpy(self, coeffs):
-        magnitude = np.abs(coeffs)
-        floor = np.maximum.reduce(magnitude, axis=-1, keepdims=True) * 10.0 ** (self.db / 20.0)
-        mask = magnitude >= floor
-        return np.where(mask, coeffs, 0), int(np.count_nonzero(mask))
+    def keep_numpy(self, coeffs, out):
+        from cosine_host.models.processors import compiled  # numba: imported when first needed
+        if not coeffs.size:
+            return 0
+        # the factor in the coefficients' dtype, as torch multiplies a tensor by a float;
+        # kept while db stays (making a numpy scalar allocates an array)
+        key = (self.db, coeffs.dtype)
+        if self._factor[0] != key:
+            self._factor = (key, coeffs.dtype.type(10.0 ** (self.db / 20.0)))
+        return compiled.threshold(coeffs, self._factor[1], out)
 
 
 REGISTRY: dict[str, type] = {"quantize": Quantize, "learned_quantize": LearnedQuantize,

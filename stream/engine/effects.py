@@ -35,6 +35,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from cosine_host.engine.queues import Queue
+
 INSTALL_HINT = "pip install 'cosine-host[fx]' (or pip install pedalboard)"
 SECTIONS = ("pre", "post")     # the config's stage lists: before framing, after overlap-add
 EXTERNAL_TYPES = ("vst3", "au")
@@ -264,23 +266,52 @@ class Stage:
         held = self._prime()
         self.underrun_samples = 0
         # the prime's own silence still inside the plugin comes out first
-        self._ready = np.zeros((self.channels, self.latency_samples - held), np.float32)
+        self._ready = _Fifo(self.channels, self.latency_samples - held)
+        self._inputs = {}          # frames -> the (channels, frames) buffer handed to the plugin
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        """(frames, channels) float32 in, the same shape out, ``latency_samples`` late."""
+        """(frames, channels) float32 in, the same shape out, ``latency_samples`` late: a view
+        of the stage's own buffer, valid until the next call. Allocates nothing but the array
+        the plugin returns (pedalboard's process has no output argument)."""
         frames = block.shape[0]
-        wet = self.plugin.process(np.ascontiguousarray(block.T), self.samplerate, reset=False)
-        if not self._ready.shape[1] and wet.shape[1] == frames:
-            return wet.T
-        ready = np.concatenate([self._ready, wet], axis=1)
-        if ready.shape[1] < frames:
-            # the plugin held back more than its probe showed: zeros keep the stream going,
-            # counted so that reports show the shift
-            self.underrun_samples += frames - ready.shape[1]
-            ready = np.concatenate([np.zeros((self.channels, frames - ready.shape[1]),
-                                             np.float32), ready], axis=1)
-        self._ready = ready[:, frames:]
-        return ready[:, :frames].T
+        given = self._inputs.get(frames)
+        if given is None:          # once per block size
+            given = self._inputs[frames] = np.empty((self.channels, frames), np.float32)
+        np.copyto(given, block.T)
+        wet = self.plugin.process(given, self.samplerate, reset=False)
+        self._ready.write(wet)
+        # the plugin held back more than its probe showed: zeros keep the stream going,
+        # counted so that reports show the shift
+        self.underrun_samples += self._ready.read_into(frames)
+        return self._ready.out[:frames]
+
+
+class _Fifo:
+    """Samples waiting to go out, (channels, samples) float32, ``prefill`` zeros first:
+    ``write`` appends (channels, n) arrays, ``read_into(frames)`` moves the oldest ``frames``
+    into ``out[:frames]`` ((frames, channels)), zeros first where there are too few. Storage is
+    allocated when a call brings more than ever before, never per call."""
+
+    def __init__(self, channels: int, prefill: int):
+        self.queue = Queue(np.zeros((channels, max(4096, 2 * prefill)), np.float32))
+        self.queue.reset(prefill)
+        self.out = np.zeros((0, channels), np.float32)
+
+    def write(self, samples: np.ndarray) -> None:
+        self.queue.write(samples.T)
+
+    def read_into(self, frames: int) -> int:
+        """Fill ``out[:frames]``; returns how many leading zeros stood in for missing samples."""
+        if self.out.shape[0] < frames:
+            self.out = np.zeros((frames, self.queue.buf.shape[0]), np.float32)
+        q = self.queue
+        missing = max(0, frames - len(q))
+        out = self.out[:frames]
+        out[:missing].fill(0)
+        take = frames - missing
+        np.copyto(out[missing:], q.buf[:, q.start:q.start + take].T)
+        q.start += take
+        return missing
 
 
 class EffectChain:
@@ -338,12 +369,13 @@ class DelayLine:
         self.reset()
 
     def reset(self) -> None:
-        self._held = np.zeros((self.latency_samples, self.channels), np.float32)
+        self._fifo = _Fifo(self.channels, self.latency_samples)
 
     def process(self, block: np.ndarray) -> np.ndarray:
+        """``block`` itself without latency, else a view of the line's buffer, valid until the
+        next call (no allocation per call)."""
         if not self.latency_samples:
             return block
-        frames = block.shape[0]
-        joined = np.concatenate([self._held, block])
-        self._held = joined[frames:]
-        return joined[:frames]
+        self._fifo.write(block.T)
+        self._fifo.read_into(block.shape[0])
+        return self._fifo.out[:block.shape[0]]

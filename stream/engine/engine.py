@@ -47,14 +47,17 @@ BACKENDS = ("auto", "numpy", "torch")
 FLUSH_FRAMES = 4096          # zeros per call when a render pushes the latency out
 
 
-def all_finite(block: np.ndarray) -> bool:
+def all_finite(block: np.ndarray, scratch: np.ndarray | None = None) -> bool:
     """No NaN or Inf in ``block`` (False may also mean a sum of squares that overflowed: callers
     look closer). One reduction: NaN and Inf reach any sum; the dot product of a contiguous
-    block with itself is BLAS's, measured faster than numpy's pairwise sum or max and min
-    (10 s of stereo: 73 against 202 and 115 us)."""
+    block with itself is BLAS's, faster than numpy's pairwise sum or max and min
+    (benchmarks/README.md). ``scratch``: a 0-d array of ``block``'s dtype for the result, so
+    that the check allocates nothing."""
     with np.errstate(invalid="ignore", over="ignore"):
         if block.flags.c_contiguous:
             flat = block.reshape(-1)
+            if scratch is not None:
+                return math.isfinite(np.dot(flat, flat, out=scratch))
             return math.isfinite(np.dot(flat, flat))
         return math.isfinite(block.sum())
 
@@ -191,6 +194,7 @@ class Engine:
         self.samples_in = 0
         self.nan_events = 0
         self.nan_samples = 0
+        self._finite_scratch = np.zeros((), np.float32)    # all_finite's result, per call
         self.calls = 0
         self.frames_processed = 0
         self.processors.reset()
@@ -263,7 +267,7 @@ class Engine:
                 f"a block of {block.shape[0]} frames breaks this engine's schedule for blocksize "
                 f"{self.blocksize}; give blocks of {self.blocksize} frames or build the engine "
                 f"with blocksize=0 for varying sizes")
-        if not all_finite(block):
+        if not all_finite(block, self._finite_scratch):
             bad = ~np.isfinite(block)
             if bad.any():
                 self.nan_events += 1

@@ -170,7 +170,7 @@ class NumpyKernel:
             if result is not coeffs:
                 np.copyto(coeffs, result)
         if self.m < self.n:
-            frames[..., self.m:] = 0
+            frames[..., self.m:].fill(0)
         self.dct.dct2(frames, frames)
         return frames[..., self.n - self.s:]
 
@@ -219,7 +219,7 @@ class NumpyKernel:
             np.multiply(view[s:e], self.wa, out=frames)
             self.dct.dct3(frames, frames, threads=threads)
             if self.m < self.n:
-                frames[..., self.m:] = 0
+                frames[..., self.m:].fill(0)       # fill: a Python 0 would allocate an array
             self.dct.dct2(frames, frames, threads=threads)
             parts = frames[..., self.n - self.s:].reshape(e - s, c, r, hop)
             if shared_head and s == start:

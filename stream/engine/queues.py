@@ -55,11 +55,14 @@ class Queue:
         live = self.end - keep + self.pending
         if live + n > cap:
             self.buf = self._grown(2 * (live + n), keep, live)
-        elif live:
-            src = self.buf[:, keep:keep + live]
-            if isinstance(src, torch.Tensor) and keep < live:
-                src = src.clone()          # torch refuses partially overlapping copies
-            self.buf[:, :live] = src       # numpy copes with overlap itself
+        else:
+            # per channel, front to back in pieces of at most ``keep`` samples, so that no
+            # piece's memory overlaps its source's: numpy would copy a source it cannot prove
+            # apart to a new array first, and torch refuses to copy an overlapping one
+            for row in self.buf:
+                for s in range(0, live, keep):    # keep > 0 here: else it would grow
+                    piece = min(keep, live - s)
+                    row[s:s + piece] = row[keep + s:keep + s + piece]
         self.start -= keep
         self.end -= keep
         self.second -= keep

@@ -69,6 +69,8 @@ class CallbackRecorder:
         # Scratch for |x| and comparisons, so that level metering allocates nothing.
         self._abs = np.zeros((self.max_frames, self.channels), np.float32)
         self._mask = np.zeros((self.max_frames, self.channels), np.bool_)
+        self._peak = np.zeros((), np.float32)       # the peak of one block
+        self._one = np.ones((), np.float32)         # full scale, as an array: no conversion
         self.reset()
 
     def reset(self) -> None:
@@ -110,20 +112,20 @@ class CallbackRecorder:
         a = self._abs if frames == self.max_frames else self._abs[:frames]
         m = self._mask if frames == self.max_frames else self._mask[:frames]
         np.abs(indata, out=a)
-        p = float(a.max()) if frames else 0.0
+        p = float(a.max(out=self._peak)) if frames else 0.0     # out: no array per call
         self.peak_in[i] = p
         if p > self.peak_in_max:
             self.peak_in_max = p
         if p >= 1.0:
-            np.greater_equal(a, 1.0, out=m)
+            np.greater_equal(a, self._one, out=m)
             self.input_clipped_samples += int(np.count_nonzero(m))
         np.abs(outdata, out=a)
-        p = float(a.max()) if frames else 0.0
+        p = float(a.max(out=self._peak)) if frames else 0.0
         self.peak_out[i] = p
         if p > self.peak_out_max:
             self.peak_out_max = p
         if p > 1.0:
-            np.greater(a, 1.0, out=m)
+            np.greater(a, self._one, out=m)
             self.clipped_samples += int(np.count_nonzero(m))
 
     def record_times(self, i: int, frames: int, start_ns: int, proc_ns: int, callback_ns: int,
