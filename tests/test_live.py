@@ -468,3 +468,27 @@ def test_status_line_report_and_summary(tmp_path):
     assert loaded["weird"] is None and loaded["callbacks"] == 10
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]   # no temporary left behind
     assert "10 callbacks" in monitor.summary(report)
+
+
+def test_engines_are_freed_when_their_streams_close(jack_server):
+    """A closed stream lets go of its engine at once: PortAudio's stream object holds its
+    callback in a reference cycle, and the next stream's gc.freeze() would otherwise keep every
+    earlier engine (its matrices, queues and processors) in memory for that stream's life."""
+    import gc
+    import weakref
+
+    import cosine_host
+    from cosine_host.live.session import LiveSession
+
+    cfg = cosine_host.load_config(overrides=[f"audio.samplerate={jack_server.samplerate}",
+                                             "processors=[{type: quantize, bits: 8}]"])
+    earlier, seen_alive = [], []
+    for _ in range(3):
+        session = LiveSession(cfg)
+        session.run(duration_s=0.4, on_status=lambda status, final=False: seen_alive.append(
+            [ref() is not None for ref in earlier]))
+        earlier.append(weakref.ref(session.engine))
+        del session
+    assert gc.isenabled()
+    assert len(seen_alive) >= 3 and seen_alive[-1] == [False, False]
+    assert not any(any(alive) for alive in seen_alive), seen_alive

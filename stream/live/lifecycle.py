@@ -110,6 +110,9 @@ class StreamLife:
                    for k, d in (("input", self.input_device), ("output", self.output_device))}
         # Objects alive now (torch, the engine, ...) need no cyclic-GC scans while streaming:
         # freezing them keeps the collections that the callback's small objects trigger short.
+        # Collect first: garbage in cycles (an earlier session and its engine) would otherwise
+        # be frozen with them and stay in memory for this whole stream.
+        gc.collect()
         gc.freeze()
         stream = None
         device_latency_s = (0.0, 0.0)
