@@ -4,11 +4,12 @@ Writes two sets of stereo 48 kHz PCM_16 noise files into a temporary folder (del
 nothing is committed): many short files (default 200 of 5 s) and a few long ones (default 10 of
 5 minutes), renders each set through the CLI in a subprocess per mode, as a user would (process
 start, torch import, worker start-up and Ray start-up included), and prints per set and mode:
-files/s, audio seconds per wall second, both as ratios to --jobs 1, and for --ray the start-up
-cost (connecting, or starting the local instance, and building the actors, from the batch
-report's ``ray.startup_s``), and the machine's busy cores while each command ran (/proc/stat,
-kernel included: --jobs 1 keeps more than one core busy, which bounds what --jobs 2 can gain). Outputs of every mode are checked to be identical to --jobs 1's.
-The load average is printed at start and end: ratios need the cores free of other work.
+files/s, audio seconds per wall second, both as ratios to --jobs 1, and for --ray the start-up cost
+(connecting, or starting the local instance, and building the actors, from the batch report's
+``ray.startup_s``), and the machine's busy cores while each command ran (/proc/stat, kernel
+included: --jobs 1 keeps more than one core busy, which bounds what --jobs 2 can gain). Outputs of
+every mode are checked to be identical to --jobs 1's. The load average is printed at start and end:
+ratios need the cores free of other work.
 
     python benchmarks/batch.py                                    # the full sizes
     python benchmarks/batch.py --short 20x5 --long 2x60           # a quick run (files x seconds)

@@ -6,7 +6,8 @@ notebook's Python double loop, and one forward + backward pass.
 What it measures, side by side in one run (interleaved repeats, medians):
 
 - ``vectorised build``: ``encoder.build()`` + ``decoder.build()`` of the 512x512 pair
-  (cosine_host.models.cosine: exact phase in float64, one cosine over the whole matrix), cache bypassed.
+  (cosine_host.models.cosine: exact phase in float64, one cosine over the whole matrix), cache
+  bypassed.
 - ``vectorised fwd+bwd``: one frame of 512 through ``LearnedCosine`` with autograd on (the
   matrices are rebuilt inside, as in training), MSE against the frame, ``backward()``.
 - ``notebook loop``: the seed notebook's construction (``W1[m, n] = a2 * torch.cos(w1[m] * n)``

@@ -9,16 +9,15 @@ for the chains identity (empty), quantize 8 bits, topk 128, quantize 8 + topk 12
 and threshold -60 dB. Each input is copied into the reused buffer before the timed call (not
 timed); inputs are Gaussian coefficients, a different frame every call.
 
-"before" is ``models/processors/registry.py`` from the git revision ``--before`` (default 306e781, the
-torch-only built-ins),
-loaded next to this tree's version as a temporary module, so both run in the same process and
-the same rounds. Every variant (version x chain x frames) runs ``--calls`` calls once per round,
-in an order shuffled from round to round (seeded); p50 and p99 are taken per round over its
-calls and the table shows their medians over the rounds, so that ratios survive a shared,
-noisy machine. No pause between variants: with one torch thread and no BLAS call there is no
-thread pool left spinning. ``x identity``: p50 over the identity chain's p50 of the same
-version and frames; ``after/before``: p50 ratio. The script also checks that both versions
-give identical outputs and statistics on the benchmark's data.
+"before" is ``models/processors/registry.py`` from the git revision ``--before`` (default 306e781,
+the torch-only built-ins), loaded next to this tree's version as a temporary module, so both run in
+the same process and the same rounds. Every variant (version x chain x frames) runs ``--calls``
+calls once per round, in an order shuffled from round to round (seeded); p50 and p99 are taken per
+round over its calls and the table shows their medians over the rounds, so that ratios survive a
+shared, noisy machine. No pause between variants: with one torch thread and no BLAS call there is no
+thread pool left spinning. ``x identity``: p50 over the identity chain's p50 of the same version and
+frames; ``after/before``: p50 ratio. The script also checks that both versions give identical
+outputs and statistics on the benchmark's data.
 
 A second table (skip it with ``--no-engine``) times whole ``engine.process(block, out=out)``
 calls of the default config (N = M = 512, H = 256, 48 kHz) at B = 256 and 2 channels, one

@@ -15,8 +15,8 @@ saving over framing and was removed; see benchmarks/README.md "routes".) Groups:
     DCT path, the whole signal in cache-sized batches spread over the CPUs
     (``DCT_BATCH_FRAMES``) against all frames at once (``DCT_BATCH_FRAMES = 0``).
 (c) processors present (a 6-bit quantizer), matrix path (trained): the exact encoder
-    (cosine_host.engine.exact, the route that makes the coefficients independent of partition, CPU and
-    BLAS) against the plain float32 product it replaces (framing copy + ``np.matmul``, patched
+    (cosine_host.engine.exact, the route that makes the coefficients independent of partition, CPU
+    and BLAS) against the plain float32 product it replaces (framing copy + ``np.matmul``, patched
     into the kernel for this row only), per call at B = 256 with 2 channels and for a render of
     ``--seconds`` of mono. Here ``alt / kept`` < 1: it is what the contract costs.
 """

@@ -12,19 +12,20 @@ The windows are folded into the matrices as the engine folds them. Processors se
 of a batch as channels; the quantizer passes the gradient straight through and the masks pass it
 to the coefficients they keep (cosine_host.models.processors.registry).
 
-Objectives: ``mse`` (the default) minimises that error as error power / signal power. ``rd``
-trains for rate and quality: the chain must hold a learned quantizer (cosine_host.models.processors.learned_quantize),
-which during training replaces rounding by additive uniform noise (``relaxation="noise"``) or
-rounds with a straight-through gradient (``"ste"``) and reports the bits of its symbols under
-its learned entropy model (cosine_host.models.processors.entropy); the loss is
+Objectives: ``mse`` (the default) minimises that error as error power / signal power. ``rd`` trains
+for rate and quality: the chain must hold a learned quantizer
+(cosine_host.models.processors.learned_quantize), which during training replaces rounding by
+additive uniform noise (``relaxation="noise"``) or rounds with a straight-through gradient
+(``"ste"``) and reports the bits of its symbols under its learned entropy model
+(cosine_host.models.processors.entropy); the loss is
 
     distortion + rate_weight * rate,    distortion = error power / signal power
                                                      + stft_weight * mr_stft(output, input)
 
-with the rate in bits per input sample (bits of all F frames' symbols / (B F H); times the
-sample rate / 1000 it is kbit/s). Its step sizes learn with the transform at ``lr``, its
-entropy model at ``lr * ENTROPY_LR_RATIO``. With ``mse`` a learned quantizer's parameters stay as they are (no rate term would stop
-its steps from shrinking to nothing).
+with the rate in bits per input sample (bits of all F frames' symbols / (B F H); times the sample
+rate / 1000 it is kbit/s). Its step sizes learn with the transform at ``lr``, its entropy model at
+``lr * ENTROPY_LR_RATIO``. With ``mse`` a learned quantizer's parameters stay as they are (no rate
+term would stop its steps from shrinking to nothing).
 
 Parameters: the gains a1..a4 (``first``/``rest`` of encoder and decoder) and the frequency
 offsets (``freq_offset_bins``, in units of pi/N). Adam with a parameter group each: the gains
@@ -172,7 +173,8 @@ def reconstruct(model: LearnedCosine, processors, segments: torch.Tensor,
 
     Args:
         model: the transform (frame size N). processors: a callable on (frames, channels, M)
-            coefficients (cosine_host.models.processors.registry.Chain; an empty chain is the identity).
+            coefficients (cosine_host.models.processors.registry.Chain; an empty chain is the
+            identity).
         segments: (B, L) samples, L = N + (F - 1) H with F >= R = N / H.
         window_analysis, window_synthesis: (N,) windows in the model's dtype and device.
         hop: H in samples.
@@ -226,15 +228,15 @@ def train(model: LearnedCosine, processors, sampler: SegmentSampler, *,
     """Fit the model's gains and frequencies to the sampler's audio, in place.
 
     Args:
-        model: trained in place, on ``sampler.device``, left in eval mode.
-        processors: cosine_host.models.processors.registry.Chain applied between encoder and decoder.
-        sampler: where the segments come from; its ``power`` scales the loss.
-        window_analysis, window_synthesis: (N,) arrays or tensors (cosine_host.engine.windows.window_pair).
-        hop: H in samples. steps: optimiser steps >= 1. batch: segments per step >= 1.
-        lr: Adam step size of the gains; the frequencies get ``lr * FREQ_LR_RATIO`` (bins).
-        seed: seeds the segment draws; the same seed gives the same model on the same device.
-        on_step: called after every step with that step's log row.
-        objective: "mse" (default) or "rd" (see the module docstring; needs a learned
+        model: trained in place, on ``sampler.device``, left in eval mode. processors:
+        cosine_host.models.processors.registry.Chain applied between encoder and decoder. sampler:
+        where the segments come from; its ``power`` scales the loss. window_analysis,
+        window_synthesis: (N,) arrays or tensors (cosine_host.engine.windows.window_pair). hop: H in
+        samples. steps: optimiser steps >= 1. batch: segments per step >= 1. lr: Adam step size of
+        the gains; the frequencies get ``lr * FREQ_LR_RATIO`` (bins). seed: seeds the segment draws;
+        the same seed gives the same model on the same device. on_step: called after every step with
+        that step's log row. objective: "mse" (default) or "rd" (see the module docstring; needs a
+        learned
             quantizer in ``processors``). rate_weight: lambda, the rate's weight per bit per
             sample (rd only). stft_weight: the mr_stft term's weight in the distortion (rd
             only; default 0). relaxation: "ste" (default) or "noise", the learned quantizer's

@@ -6,9 +6,9 @@ imports sounddevice, lazily), ``measure``, ``lab`` (evaluate, metrics, reference
 ``train``, ``cli``, and ``models`` (the torch model, processors, checkpoints, training), which
 imports nothing from the other rooms.
 
-The names below load their modules (and with them torch) on first use, so that importing a
-light module such as cosine_host.interrupts or cosine_host.offline.batch stays cheap: a batch starts its worker
-processes before the command's own process has paid for torch, and they import it side by
+The names below load their modules (and with them torch) on first use, so that importing a light
+module such as cosine_host.interrupts or cosine_host.offline.batch stays cheap: a batch starts its
+worker processes before the command's own process has paid for torch, and they import it side by
 side."""
 import importlib
 

@@ -1,5 +1,6 @@
 """Rate-distortion training: the learned quantizer (models/processors/learned_quantize.py), its entropy
-model (models/processors/entropy.py), `train --objective rd`, and checkpoints that carry the learned steps
+model (models/processors/entropy.py), `train --objective rd`, and checkpoints that carry the learned
+steps
 to render, evaluate, info and live identically."""
 
 import json

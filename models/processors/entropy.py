@@ -11,7 +11,8 @@ coding (Balle et al.), with a logistic mixture instead of a small monotone netwo
 components already fit the peaked, heavy-tailed laws of speech coefficients.
 
 The model estimates the rate for training and for `info`; the bitrate a stream reports is the
-empirical entropy of the symbols it actually produced (cosine_host.models.processors.quantize), never this estimate.
+empirical entropy of the symbols it actually produced (cosine_host.models.processors.quantize),
+never this estimate.
 """
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """The quantizer with learned step sizes (config ``{type: learned_quantize}``).
 
-One step size per coefficient index m (not per band: M values, learned by rate-distortion
-training, cosine_host.models.training with ``objective="rd"``), stored in the checkpoint next to the
-transform with the learned entropy model (cosine_host.models.processors.entropy) that trained them. Every command that
+One step size per coefficient index m (not per band: M values, learned by rate-distortion training,
+cosine_host.models.training with ``objective="rd"``), stored in the checkpoint next to the transform
+with the learned entropy model (cosine_host.models.processors.entropy) that trained them. Every
+command that
 builds the engine from a config (render, live, evaluate, info) gets them the same way:
 ``Engine.from_config`` builds the chain and loads the checkpoint's processor state into it
-(cosine_host.models.checkpoint.load_processors), so a checkpoint's steps render identically everywhere.
+(cosine_host.models.checkpoint.load_processors), so a checkpoint's steps render identically
+everywhere.
 """
 from __future__ import annotations
 

@@ -216,8 +216,8 @@ class Chain(torch.nn.Module):
     ``{"type": name, **processor.stats()}``; ``latency_samples`` is their sum.
 
     On the numpy route (CPU float32/float64 coeffs that do not require grad, see
-    models/processors/registry.py) consecutive processors with a ``_numpy`` route (the built-ins) and no
-    hooks hand each other the numpy array directly, skipping ``nn.Module.__call__`` and the
+    models/processors/registry.py) consecutive processors with a ``_numpy`` route (the built-ins)
+    and no hooks hand each other the numpy array directly, skipping ``nn.Module.__call__`` and the
     tensor conversions between them; plugins always get a tensor.
     """
 
@@ -440,7 +440,8 @@ class _Builtin(Processor):
     """A built-in: ``_torch(tensor)`` for any device and autograd, ``_numpy(array, out=None)``
     for the CPU route; both return an array/tensor of the same shape and dtype with identical
     values: a new one, or ``out`` (which may be ``array`` itself) filled without allocating.
-    ``COMPILED`` built-ins run cosine_host.models.processors.compiled kernels on the CPU route (the engine compiles
+    ``COMPILED`` built-ins run cosine_host.models.processors.compiled kernels on the CPU route (the
+    engine compiles
     them for its dtype before its first block; elsewhere the first call does)."""
 
     COMPILED = False

@@ -2,11 +2,11 @@
 
 Every processor is a ``torch.nn.Module`` with a small surface (see docs/plugins.md):
 
-    latency_samples: int                          extra latency it adds, in samples (0 for built-ins)
-    prepare(samplerate, hop, n_coefficients)      once before processing; Hz, samples, M
+    latency_samples: int                          extra latency it adds, in samples (0 for
+    built-ins) prepare(samplerate, hop, n_coefficients)      once before processing; Hz, samples, M
     forward(coeffs) -> coeffs                     (frames, channels, M), same shape/dtype/device out
-    reset()                                       clears statistics and state
-    stats() -> dict                               plain floats/ints since the last reset
+    reset()                                       clears statistics and state stats() -> dict
+    plain floats/ints since the last reset
 
 Built-ins are looked up by name in ``REGISTRY``; anything else is a user plugin named
 ``"package.module:ClassName"``. ``check_spec`` validates one config entry, ``build`` makes the

@@ -1,10 +1,10 @@
 """The FFT transform the CPU kernel can run instead of matrix products: the DCT pair.
 
-At its DCT init the learned pair is the orthonormal DCT-III (encoder) / DCT-II (decoder), or
-their first M rows (cosine_host.models.transform.LearnedCosine.dct_pair says when); :class:`ScipyDCT`
-computes them with pocketfft in O(N log N) per frame instead of O(N M), each frame on its own
-(the same bits for any batch). Windows are then applied by the kernel. :func:`matrices_match`
-confirms numerically that the model's matrices are that pair before a kernel switches.
+At its DCT init the learned pair is the orthonormal DCT-III (encoder) / DCT-II (decoder), or their
+first M rows (cosine_host.models.transform.LearnedCosine.dct_pair says when); :class:`ScipyDCT`
+computes them with pocketfft in O(N log N) per frame instead of O(N M), each frame on its own (the
+same bits for any batch). Windows are then applied by the kernel. :func:`matrices_match` confirms
+numerically that the model's matrices are that pair before a kernel switches.
 """
 from __future__ import annotations
 

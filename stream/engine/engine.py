@@ -1,7 +1,7 @@
 """The streaming block engine: framing, encoder -> processors -> decoder, overlap-add.
 
-One engine serves live streams (blocks from a sound device callback), file rendering and
-latency tests. Its latency is the minimum a frame-based host can reach (cosine_host.engine.latency) and
+One engine serves live streams (blocks from a sound device callback), file rendering and latency
+tests. Its latency is the minimum a frame-based host can reach (cosine_host.engine.latency) and
 stays constant for its whole life, bypass included.
 
 Data path per call, all channels as one batch::
@@ -11,16 +11,16 @@ Data path per call, all channels as one batch::
     synthesis part: the last S samples of each frame) --> overlap-add of F hops into the
     output queue --> block, ``latency_samples`` later
 
-The contract: what processors receive depends on the signal and the parameters only, not on
-how the signal was cut into calls, on the CPU or on the BLAS library (their encoder product is
-exact, cosine_host.engine.exact; the DCT path's pocketfft computes each frame alone); outputs after the
+The contract: what processors receive depends on the signal and the parameters only, not on how the
+signal was cut into calls, on the CPU or on the BLAS library (their encoder product is exact,
+cosine_host.engine.exact; the DCT path's pocketfft computes each frame alone); outputs after the
 decoder agree within float rounding (1e-6) however the signal was cut.
 
-Two kernels do the work: cosine_host.engine.kernel_numpy on CPU (numpy and BLAS with preallocated buffers;
-its routes are listed there) and cosine_host.engine.kernel_torch on CUDA (queues on the device, one
-synchronisation per call). The transform is re-chosen whenever a parameter changed
-(cosine_host.models.cosine.parameter_key, checked on every call in about a microsecond): matrix products
-with the windows folded in, or, while the model is exactly the DCT pair at its init
+Two kernels do the work: cosine_host.engine.kernel_numpy on CPU (numpy and BLAS with preallocated
+buffers; its routes are listed there) and cosine_host.engine.kernel_torch on CUDA (queues on the
+device, one synchronisation per call). The transform is re-chosen whenever a parameter changed
+(cosine_host.models.cosine.parameter_key, checked on every call in about a microsecond): matrix
+products with the windows folded in, or, while the model is exactly the DCT pair at its init
 (LearnedCosine.dct_pair), pocketfft's DCT on CPU.
 """
 from __future__ import annotations
@@ -70,14 +70,13 @@ class Engine:
     """Streaming encoder/processor/decoder engine with constant, minimal latency.
 
     Args:
-        model: the learned cosine transform (moved to ``device``).
-        hop: H in samples; must divide the model's frame size N.
-        window: window name (cosine_host.engine.windows.WINDOWS).
-        blocksize: frames per call B; 0 = any size per call (latency N - 1).
-        channels: channel count C of every block.
-        processors: ordered coefficient processors (cosine_host.models.processors.registry.Chain).
-        samplerate: Hz, for processor statistics (bitrate) and ms conversions.
-        pre, post: (keyword) time-domain stages (cosine_host.engine.effects.EffectChain) run on each block
+        model: the learned cosine transform (moved to ``device``). hop: H in samples; must divide
+        the model's frame size N. window: window name (cosine_host.engine.windows.WINDOWS).
+        blocksize: frames per call B; 0 = any size per call (latency N - 1). channels: channel count
+        C of every block. processors: ordered coefficient processors
+        (cosine_host.models.processors.registry.Chain). samplerate: Hz, for processor statistics
+        (bitrate) and ms conversions. pre, post: (keyword) time-domain stages
+        (cosine_host.engine.effects.EffectChain) run on each block
             before framing and after the overlap-add; None = none.
         device: torch device for the tensors; CUDA uses pinned host buffers.
         fast_path: (keyword) "auto": pocketfft's DCT on CPU whenever the model is exactly the
@@ -85,8 +84,8 @@ class Engine:
         backend: (keyword) "auto": numpy on CPU, torch elsewhere; "torch" on CPU runs the CUDA
             code path on the CPU (tests).
         synthesis_size: (keyword) S in samples, the synthesis window's nonzero span at the end
-            of the frame (cosine_host.engine.windows: a multiple of H from 2H to N); None (default) = N,
-            the symmetric pair.
+            of the frame (cosine_host.engine.windows: a multiple of H from 2H to N); None (default)
+            = N, the symmetric pair.
 
     Latency: ``latency_samples = algorithmic_latency_samples + buffering_latency_samples
     + processor_latency_samples + effects_latency_samples`` = (S - H) + (H - gcd(B, H)) + what

@@ -10,13 +10,13 @@ Routes a call's frames take (each one earns its place by a number in benchmarks/
   cache from window to overlap-add), and for calls of two batches or more one contiguous range
   of frames per CPU in worker threads (whole signals);
 - processors: the coefficients the processors see come from the exact encoder
-  (cosine_host.engine.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each row
-  computed alone: the same bits for any batch), so they depend on the signal and the
-  parameters only; then the processors, the decoder's product in float64 (or DCT-II, each
-  frame alone again) and the overlap-add.
+  (cosine_host.engine.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each
+  row computed alone: the same bits for any batch), so they depend on the signal and the parameters
+  only; then the processors, the decoder's product in float64 (or DCT-II, each frame alone again)
+  and the overlap-add.
 
-Only the synthesis part of a decoded frame, its last S samples (S = synthesis_size, N for
-symmetric window pairs: cosine_host.engine.windows), reaches the overlap-add: the decoder's product computes
+Only the synthesis part of a decoded frame, its last S samples (S = synthesis_size, N for symmetric
+window pairs: cosine_host.engine.windows), reaches the overlap-add: the decoder's product computes
 just those S columns, the DCT path decodes all N and adds the last S.
 
 torch is touched only to hand the coefficients to the processors (``torch.from_numpy``: no copy).

@@ -1,10 +1,10 @@
 """The engine's per-call work in torch on any device (CUDA; CPU for tests).
 
-Queues and buffers live on the device; on CUDA the host side uses pinned staging buffers and
-each call synchronises once. The transform is always the two matrix products (cuBLAS); with
-processors the encoder's product is the exact one (cosine_host.engine.exact), so processors see the same
-coefficients as on the CPU kernel's matrix path, bit for bit. As there, the decoder computes
-only the synthesis part of each frame (its last S samples) for the overlap-add.
+Queues and buffers live on the device; on CUDA the host side uses pinned staging buffers and each
+call synchronises once. The transform is always the two matrix products (cuBLAS); with processors
+the encoder's product is the exact one (cosine_host.engine.exact), so processors see the same
+coefficients as on the CPU kernel's matrix path, bit for bit. As there, the decoder computes only
+the synthesis part of each frame (its last S samples) for the overlap-add.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Latency arithmetic of a frame-based block host, as pure functions.
 
-Frames of N samples every H samples (H divides N); the synthesis window is nonzero on the last
-S samples of a frame only (S = ``synthesis_size``; S = N for symmetric window pairs,
-cosine_host.engine.windows). The host hands over blocks of B samples (B = 0: sizes vary from call to call).
-A frame can be computed once its last sample has arrived, and the output of a call must be ready
-before the call returns. The engine reaches the smallest constant lag by
+Frames of N samples every H samples (H divides N); the synthesis window is nonzero on the last S
+samples of a frame only (S = ``synthesis_size``; S = N for symmetric window pairs,
+cosine_host.engine.windows). The host hands over blocks of B samples (B = 0: sizes vary from call to
+call). A frame can be computed once its last sample has arrived, and the output of a call must be
+ready before the call returns. The engine reaches the smallest constant lag by
 
 - prefilling its input with N - H zeros (:func:`input_prefill_samples`), so that the frame grid
   starts N - H samples before the first input sample and every output sample is covered by all

@@ -8,15 +8,14 @@ window divided by the overlapped energy ``sum_k wa[n - kH]**2``, for any hop H d
 which that energy does not vanish. For periodic sqrt-Hann at H = N/2 the energy is already 1
 and the synthesis window equals the analysis window.
 
-Low-delay pairs (``synthesis_size`` = S < N; Mauler and Martin, EUSIPCO 2007; Wang et al.
-2022, arXiv 2204.09911): the synthesis window is nonzero only on the last S samples of the
-frame, so an output sample is final S - H samples after it arrived instead of N - H
-(cosine_host.engine.latency). The product of the windows is a periodic Hann window of length S on those
-samples, scaled by 2H / S so that it overlap-adds to one at hop H (S a multiple of H, S >= 2H).
-The analysis window is long and asymmetric: the named shape rises over the first N - S/2
-samples (the rising half of that shape at length 2N - S) and falls over the last S/2 (the
-falling half at length S); the synthesis window is the product divided by it. For S = N this is
-the symmetric sqrt-Hann pair.
+Low-delay pairs (``synthesis_size`` = S < N; Mauler and Martin, EUSIPCO 2007; Wang et al. 2022,
+arXiv 2204.09911): the synthesis window is nonzero only on the last S samples of the frame, so an
+output sample is final S - H samples after it arrived instead of N - H (cosine_host.engine.latency).
+The product of the windows is a periodic Hann window of length S on those samples, scaled by 2H / S
+so that it overlap-adds to one at hop H (S a multiple of H, S >= 2H). The analysis window is long
+and asymmetric: the named shape rises over the first N - S/2 samples (the rising half of that shape
+at length 2N - S) and falls over the last S/2 (the falling half at length S); the synthesis window
+is the product divided by it. For S = N this is the symmetric sqrt-Hann pair.
 """
 from __future__ import annotations
 

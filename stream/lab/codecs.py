@@ -1,13 +1,13 @@
 """Reference codecs through libsndfile (soundfile): Opus, Vorbis and MP3 at chosen bitrates.
 
-libsndfile sets a lossy encoder by ``compression_level`` (0.0 = largest file .. 1.0 =
-smallest), not by a bitrate, so ``at_bitrates`` measures the bitrate each codec gives at a
-grid of levels on the signal itself, interpolates the level for every target bitrate (in log
-kbps, between neighbouring grid points) and encodes once more there. MP3 is written with
-bitrate mode CONSTANT, Opus and Vorbis with libsndfile's default (variable). The bitrate of a
-row is the encoded file's size in bits over the signal's duration (container overhead
-included). The decoded signal is aligned to the input (the codec's delay is found by
-cross-correlation and removed, cosine_host.offline.readback.find_lag) and cut or padded to its length.
+libsndfile sets a lossy encoder by ``compression_level`` (0.0 = largest file .. 1.0 = smallest), not
+by a bitrate, so ``at_bitrates`` measures the bitrate each codec gives at a grid of levels on the
+signal itself, interpolates the level for every target bitrate (in log kbps, between neighbouring
+grid points) and encodes once more there. MP3 is written with bitrate mode CONSTANT, Opus and Vorbis
+with libsndfile's default (variable). The bitrate of a row is the encoded file's size in bits over
+the signal's duration (container overhead included). The decoded signal is aligned to the input (the
+codec's delay is found by cross-correlation and removed, cosine_host.offline.readback.find_lag) and
+cut or padded to its length.
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def encode(signal: np.ndarray, samplerate: int, codec: str, level: float,
 
 def at_bitrates(signal: np.ndarray, samplerate: int, codec: str, targets):
     """Yield ``(decoded, kbps, level, note)`` near each target bitrate (kbit/s), one per
-    distinct compression level and bitrate; when the codec cannot encode the signal at all, yield one
+    distinct compression level and bitrate; when the codec cannot encode the signal at all, yield
+    one
     ``(None, None, None, note)``."""
     with tempfile.TemporaryDirectory(prefix="cosine-codec-") as folder:
         grid = []

@@ -1,12 +1,12 @@
 """`run.py evaluate`: what each setting costs in bits and in quality, next to real codecs.
 
-Every setting (a config, or one value of a sweep over a config key) is rendered through the
-engine (the same Engine as `render`, latency compensated) for every input, and measured
-against the input (cosine_host.lab.metrics). Per quantized setting three bitrates come from the last
-quantizer of the chain (cosine_host.models.processors.registry.Quantize.rates): ``kbps_fixed`` (no entropy coding),
+Every setting (a config, or one value of a sweep over a config key) is rendered through the engine
+(the same Engine as `render`, latency compensated) for every input, and measured against the input
+(cosine_host.lab.metrics). Per quantized setting three bitrates come from the last quantizer of the
+chain (cosine_host.models.processors.registry.Quantize.rates): ``kbps_fixed`` (no entropy coding),
 ``kbps_pooled`` (one histogram for all symbols, the `render` report's ``bitrate_kbps``) and
-``kbps_entropy`` (one model per band of coefficient indices); ``kbps``, the rate a row is
-compared at, is ``kbps_entropy`` for engine rows and the encoded file's bitrate for codec rows
+``kbps_entropy`` (one model per band of coefficient indices); ``kbps``, the rate a row is compared
+at, is ``kbps_entropy`` for engine rows and the encoded file's bitrate for codec rows
 (cosine_host.lab.codecs, encoded near the engine rows' bitrates of the same input).
 
 ``at_kbps`` reads every curve (a sweep, a config, a codec; per input) at chosen bitrates: each
@@ -14,8 +14,8 @@ metric interpolated linearly in log kbps between the two rows that bracket the b
 outside a curve's range, never extrapolated), the rate-distortion table of docs/evaluate.md;
 the codecs are then also encoded at those bitrates.
 
-Without INPUT files the built-in material is used: ``demo speech`` (cosine_host.lab.speech, mono) and
-``demo music`` (cosine_host.lab.material.synthesize_material, stereo), 4 s at 48 kHz each.
+Without INPUT files the built-in material is used: ``demo speech`` (cosine_host.lab.speech, mono)
+and ``demo music`` (cosine_host.lab.material.synthesize_material, stereo), 4 s at 48 kHz each.
 """
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def measure(reference: np.ndarray, processed: np.ndarray, samplerate: int, names
 
 # --- by hand ----------------------------------------------------------------------------------
 
-def snr_db(ref, deg, rate):
+def snr_db(ref, deg, samplerate):
     signal, error = float(np.square(ref).sum()), float(np.square(deg - ref).sum())
     if signal == 0:
         return None, "the reference is silent"
@@ -140,7 +140,7 @@ def snr_db(ref, deg, rate):
     return 10 * np.log10(signal / error), None
 
 
-def si_sdr_db(ref, deg, rate):
+def si_sdr_db(ref, deg, samplerate):
     values = []
     for c in range(ref.shape[1]):
         r, d = ref[:, c] - ref[:, c].mean(), deg[:, c] - deg[:, c].mean()
@@ -164,7 +164,7 @@ def _spectra(x, n_fft, hop):
     return np.abs(z)
 
 
-def lsd_db(ref, deg, rate):
+def lsd_db(ref, deg, samplerate):
     if ref.shape[0] < 2048:
         return None, "shorter than one 2048-sample frame"
     pr, pd = (np.square(_spectra(x, 2048, 512)) for x in (ref, deg))
@@ -173,7 +173,7 @@ def lsd_db(ref, deg, rate):
     return float(np.sqrt(np.mean(diff ** 2, axis=1)).mean()), None
 
 
-def mel_filter_bank(rate, n_fft, bands):
+def mel_filter_bank(samplerate, n_fft, bands):
     """Triangular filters on the HTK mel scale from 0 Hz to rate / 2, unnormalised: (bands,
     n_fft // 2 + 1) weights for an n_fft-point spectrum at ``rate`` Hz (librosa.filters.mel
     with htk=True, norm=None)."""
@@ -182,8 +182,8 @@ def mel_filter_bank(rate, n_fft, bands):
 
     def hz(m):
         return 700 * (10 ** (m / 2595) - 1)
-    edges = hz(np.linspace(mel(0), mel(rate / 2), bands + 2))
-    freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    edges = hz(np.linspace(mel(0), mel(samplerate / 2), bands + 2))
+    freqs = np.linspace(0, samplerate / 2, n_fft // 2 + 1)
     bank = np.zeros((bands, freqs.size))
     for i in range(bands):
         lo, mid, hi = edges[i:i + 3]
@@ -191,15 +191,15 @@ def mel_filter_bank(rate, n_fft, bands):
     return bank
 
 
-def mel_distance(ref, deg, rate):
+def mel_distance(ref, deg, samplerate):
     if ref.shape[0] < 2048:
         return None, "shorter than one 2048-sample frame"
-    bank = mel_filter_bank(rate, 2048, MEL_BANDS)
+    bank = mel_filter_bank(samplerate, 2048, MEL_BANDS)
     mr, md = (np.einsum("mb,cbt->cmt", bank, _spectra(x, 2048, 512)) for x in (ref, deg))
     return float(np.abs(np.log10(mr + 1e-5) - np.log10(md + 1e-5)).mean()), None
 
 
-def stft_distance(ref, deg, rate):
+def stft_distance(ref, deg, samplerate):
     """cosine_host.models.spectral.mr_stft_distance at STFT_RESOLUTIONS, in float64, over the
     resolutions whose n_fft fits the signal."""
     import torch
@@ -215,36 +215,36 @@ def stft_distance(ref, deg, rate):
 
 # --- from packages ----------------------------------------------------------------------------
 
-def _mono(x, rate, to_rate):
+def _mono(x, samplerate, to_rate):
     import soxr
     mono = x.mean(axis=1)
-    return mono if rate == to_rate else soxr.resample(mono, rate, to_rate, quality="VHQ")
+    return mono if samplerate == to_rate else soxr.resample(mono, samplerate, to_rate, quality="VHQ")
 
 
-def pesq(ref, deg, rate):
+def pesq(ref, deg, samplerate):
     module = _module("pesq")
-    r, d = _mono(ref, rate, PESQ_RATE), _mono(deg, rate, PESQ_RATE)
+    r, d = _mono(ref, samplerate, PESQ_RATE), _mono(deg, samplerate, PESQ_RATE)
     if r.size < PESQ_RATE // 4:
         return None, "shorter than 0.25 s"
     return module.pesq(PESQ_RATE, r.astype(np.float32), d.astype(np.float32), "wb"), None
 
 
-def stoi(ref, deg, rate):
+def stoi(ref, deg, samplerate):
     module = _module("pystoi")
     r, d = ref.mean(axis=1), deg.mean(axis=1)
-    return module.stoi(r, d, rate, extended=False), None
+    return module.stoi(r, d, samplerate, extended=False), None
 
 
 _VISQOL = {}
 
 
-def visqol(ref, deg, rate):
+def visqol(ref, deg, samplerate):
     module = _module("visqol-python")
     api = _VISQOL.get("audio")
     if api is None:
         api = _VISQOL["audio"] = module.VisqolApi()
         api.create(mode="audio")
-    r, d = _mono(ref, rate, VISQOL_RATE), _mono(deg, rate, VISQOL_RATE)
+    r, d = _mono(ref, samplerate, VISQOL_RATE), _mono(deg, samplerate, VISQOL_RATE)
     limit = int(VISQOL_SECONDS * VISQOL_RATE)
     note = None
     if r.size > limit:
@@ -255,11 +255,11 @@ def visqol(ref, deg, rate):
     return api.measure_from_arrays(r, d, VISQOL_RATE).moslqo, note
 
 
-def loudness_lu(ref, deg, rate):
+def loudness_lu(ref, deg, samplerate):
     module = _module("pyloudnorm")
-    if ref.shape[0] < int(0.4 * rate):
+    if ref.shape[0] < int(0.4 * samplerate):
         return None, "shorter than one 400 ms gating block"
-    meter = module.Meter(rate)
+    meter = module.Meter(samplerate)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,14 +1,14 @@
 """The audio callback of a live stream and the play/record state it shares with the session.
 
-:class:`AudioCallback` is what PortAudio's thread calls once per block (its ``handle`` method is
-the stream's callback): it drains pending controls, picks the engine's input (device input,
-the ``--play`` file or :class:`PlayRecord`'s signal), runs ``engine.process(block,
-out=outdata)``, hands the output to the recorder and stores times and levels in the
-preallocated :class:`cosine_host.live.monitor.CallbackRecorder`. It allocates no arrays (the built-in
-processors run in place, the engine's buffers are preallocated; a pedalboard stage's plugin
-returns a new array per call, its API having no output argument: see
-tests/test_callback_allocations.py), prints nothing and takes no locks; an exception stops the stream (``CallbackAbort``) and is kept in
-``error`` for the main thread (stream/live/lifecycle.py) to report.
+:class:`AudioCallback` is what PortAudio's thread calls once per block (its ``handle`` method is the
+stream's callback): it drains pending controls, picks the engine's input (device input, the
+``--play`` file or :class:`PlayRecord`'s signal), runs ``engine.process(block, out=outdata)``, hands
+the output to the recorder and stores times and levels in the preallocated
+:class:`cosine_host.live.monitor.CallbackRecorder`. It allocates no arrays (the built-in processors
+run in place, the engine's buffers are preallocated; a pedalboard stage's plugin returns a new array
+per call, its API having no output argument: see tests/test_callback_allocations.py), prints nothing
+and takes no locks; an exception stops the stream (``CallbackAbort``) and is kept in ``error`` for
+the main thread (stream/live/lifecycle.py) to report.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ class AudioCallback:
     Args:
         engine: has ``process(block, out=outdata)``; block and outdata (frames, channels)
             float32.
-        rec: the cosine_host.live.monitor.CallbackRecorder the callback writes times and levels into.
-        controls: cosine_host.live.control.Controls, drained at the start of each block.
+        rec: the cosine_host.live.monitor.CallbackRecorder the callback writes times and levels
+        into. controls: cosine_host.live.control.Controls, drained at the start of each block.
         source: cosine_host.live.playback.FileSource fed to the engine in place of the device input,
             or None.
         recorder: cosine_host.live.recorder.Recorder receiving each output block, or None.

@@ -12,12 +12,12 @@ Addresses (values as OSC arguments):
 
 - ``/bypass`` int 0|1, ``/bypass/toggle``: the engine's bypass (dry signal, same latency);
 - ``/processors/<index>/<param>`` value: any parameter of a built-in or plugin processor,
-  checked by cosine_host.models.processors.registry.check_spec exactly as the same value in a config; the
-  processor is rebuilt with it (its statistics restart);
+  checked by cosine_host.models.processors.registry.check_spec exactly as the same value in a
+  config; the processor is rebuilt with it (its statistics restart);
 - ``/processors/<index>/enabled`` int 0|1: a disabled processor passes its coefficients on;
 - ``/pre/<index>/<param>``, ``/post/<index>/<param>`` value: a parameter of an effect stage
-  (cosine_host.engine.effects; for a vst3 stage, one of its ``parameters``), checked as in a config by
-  building a stage with it off the audio thread; the callback sets it on the running plugin,
+  (cosine_host.engine.effects; for a vst3 stage, one of its ``parameters``), checked as in a config
+  by building a stage with it off the audio thread; the callback sets it on the running plugin,
   whose state goes on. A value that would change the stage's latency is refused;
 - ``/model/checkpoint`` string: a checkpoint for the config's model, switched in at a block
   boundary (Engine.prepare_model_swap: crossfaded by the frames' overlap, N - H samples);
@@ -79,11 +79,11 @@ class Controls:
     """Validation, the queue to the callback and the log of every control message.
 
     Args:
-        engine: the running cosine_host.engine.engine.Engine.
-        cfg: the cosine_host.config.schema.Config it was built from (processor specs, model settings).
+        engine: the running cosine_host.engine.engine.Engine. cfg: the
+        cosine_host.config.schema.Config it was built from (processor specs, model settings).
         started_ns: ``time.perf_counter_ns()`` at stream start (times are relative to it).
-        on_status: callable() -> dict answering ``/status``.
-        on_message: callable(line: str) printing one line for people (a refused message: stderr).
+        on_status: callable() -> dict answering ``/status``. on_message: callable(line: str)
+        printing one line for people (a refused message: stderr).
     """
 
     def __init__(self, engine, cfg, started_ns: int, on_status=None, on_message=None):

@@ -1,13 +1,13 @@
 """The life of one live stream: open, wire, wait, close, report.
 
-:class:`StreamLife` is :class:`cosine_host.live.session.LiveSession`'s base class: ``_session`` builds the
-engine (warmed up outside the real-time thread), the callback (stream/live/callback.py) and
-the extras, opens the PortAudio duplex stream, wires its JACK loopback, loops in the main
-thread over status lines, keys and stop conditions (``_wait``), closes the stream even when
-PortAudio hangs (:func:`_close_stream`) and builds and writes the JSON report. It uses the
-session's settings (``cfg``, devices, ``samplerate``, ``blocksize``, ``channels``, paths) and
-its extras (``_setup_extras``, ``_status``, ``_status_for``, ``_play_report``,
-``_recent_len``, defined in stream/live/session.py).
+:class:`StreamLife` is :class:`cosine_host.live.session.LiveSession`'s base class: ``_session``
+builds the engine (warmed up outside the real-time thread), the callback (stream/live/callback.py)
+and the extras, opens the PortAudio duplex stream, wires its JACK loopback, loops in the main thread
+over status lines, keys and stop conditions (``_wait``), closes the stream even when PortAudio hangs
+(:func:`_close_stream`) and builds and writes the JSON report. It uses the session's settings
+(``cfg``, devices, ``samplerate``, ``blocksize``, ``channels``, paths) and its extras
+(``_setup_extras``, ``_status``, ``_status_for``, ``_play_report``, ``_recent_len``, defined in
+stream/live/session.py).
 
 While the stream runs, the interpreter's GIL switch interval is shortened
 (:func:`switch_interval_s`).

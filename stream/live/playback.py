@@ -1,8 +1,8 @@
 """`live --play FILE`: a sound file fed to the engine in place of the device input.
 
 The file is read whole before the stream opens (any format libsndfile reads), resampled to the
-stream's rate with the resampler of ``render --samplerate`` (soxr VHQ, stream/offline/resample.py) when
-its rate differs, and its channels mapped to the stream's as :func:`map_channels` says. The
+stream's rate with the resampler of ``render --samplerate`` (soxr VHQ, stream/offline/resample.py)
+when its rate differs, and its channels mapped to the stream's as :func:`map_channels` says. The
 callback then copies blocks out of that preallocated array: no I/O, no allocation.
 """
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Live audio: a duplex sound-device stream whose callback runs the engine.
 
-:class:`LiveSession` opens one PortAudio duplex stream (python-sounddevice, imported lazily
-here and in stream/live/devices.py only), runs :class:`cosine_host.engine.engine.Engine` in its callback, shows
-a status line and writes a JSON report. :meth:`LiveSession.play_record` plays a given signal
-through the same chain and records what the input hears: the building block of round-trip
-latency measurements (with ``jack_loopback=True`` the session wires its own JACK output ports
-to its input ports).
+:class:`LiveSession` opens one PortAudio duplex stream (python-sounddevice, imported lazily here and
+in stream/live/devices.py only), runs :class:`cosine_host.engine.engine.Engine` in its callback,
+shows a status line and writes a JSON report. :meth:`LiveSession.play_record` plays a given signal
+through the same chain and records what the input hears: the building block of round-trip latency
+measurements (with ``jack_loopback=True`` the session wires its own JACK output ports to its input
+ports).
 
 Here: the session's settings and public API, and its extras' state and status (the panel's
 notes, OSC /status). The stream's life (open, JACK wiring, the main-thread loop, close,
@@ -16,8 +16,8 @@ computed in the main thread by the pure functions of :mod:`cosine_host.live.moni
 Around the engine, each in its own module: ``--play`` (stream/live/playback.py: a preloaded file in
 place of the device input), ``--record`` (stream/live/recorder.py: a preallocated ring the callback
 writes, a thread writing the file), controls (stream/live/control.py, drained by the callback at the
-start of each block; sent over OSC by stream/live/osc.py) and the panel (stream/live/panel.py). While the
-stream runs, the interpreter's GIL switch interval is shortened
+start of each block; sent over OSC by stream/live/osc.py) and the panel (stream/live/panel.py).
+While the stream runs, the interpreter's GIL switch interval is shortened
 (:func:`cosine_host.live.lifecycle.switch_interval_s`).
 """
 from __future__ import annotations
@@ -41,7 +41,8 @@ class LiveSession(StreamLife):
     """One live run of the engine on a duplex sound-device stream.
 
     Args:
-        cfg: a :class:`cosine_host.config.schema.Config`; ``cfg.audio`` gives samplerate (Hz), blocksize
+        cfg: a :class:`cosine_host.config.schema.Config`; ``cfg.audio`` gives samplerate (Hz),
+        blocksize
             (frames per callback; 0 lets the device choose and vary it), channels, devices and
             the PortAudio latency hint; ``cfg.monitor.refresh_s`` the status-line period.
         input_device, output_device: index, digit string or part of a device name; None uses
@@ -61,7 +62,8 @@ class LiveSession(StreamLife):
         osc_port: listen for OSC controls on this UDP port (0: any free port), on
             ``cfg.control.osc.host``; None: ``cfg.control.osc.port`` (None: no OSC).
         switch_interval: GIL switch interval (seconds) while streaming; None:
-            :func:`cosine_host.live.lifecycle.switch_interval_s`; 0 leaves the interpreter's as it is.
+            :func:`cosine_host.live.lifecycle.switch_interval_s`; 0 leaves the interpreter's as it
+            is.
 
     Raises:
         UserError: PortAudio missing, a device not found or ambiguous (candidates listed),
@@ -124,9 +126,9 @@ class LiveSession(StreamLife):
         Args:
             duration_s: seconds of wall-clock time from stream start; None runs until q/Ctrl-C.
             on_status: callable(status: cosine_host.live.panel.Status, final: bool = False), called
-                every ``cfg.monitor.refresh_s`` seconds, and once with final=True when the
-                stream stopped (cosine_host.live.panel.status_display makes one); its ``message(line)``,
-                if it has one, prints a refused control. None shows nothing.
+                every ``cfg.monitor.refresh_s`` seconds, and once with final=True when the stream
+                stopped (cosine_host.live.panel.status_display makes one); its ``message(line)``, if
+                it has one, prints a refused control. None shows nothing.
             keys: read single keys from standard input (put in cbreak mode, always restored):
                 ``q`` quits, ``b`` toggles the engine's bypass (same latency).
         Returns:

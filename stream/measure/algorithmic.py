@@ -132,9 +132,10 @@ def algorithmic(cfg, blocksizes: list[int]) -> dict:
     - *processors*: the whole configured chain (only when processors are configured). Lossy
       processors (topk, heavy quantizing) smear an impulse, so this one is shown, not judged.
 
-    A row passes when every impulse on every channel comes out exactly
-    ``engine.latency_samples`` late in the transform and bypass paths, and that equals
-    ``cosine_host.engine.latency.latency_samples(N, H, B, S)`` (S = frame.synthesis_size: S - gcd(B, H)).
+    A row passes when every impulse on every channel comes out exactly ``engine.latency_samples``
+    late in the transform and bypass paths, and that equals
+    ``cosine_host.engine.latency.latency_samples(N, H, B, S)`` (S = frame.synthesis_size: S - gcd(B,
+    H)).
 
     Returns:
         {"passed", "frame_size", "hop", "synthesis_size", "samplerate", "channels", "impulses",

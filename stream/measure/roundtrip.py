@@ -1,11 +1,11 @@
 """`latency roundtrip`: a log sweep through the live engine into a loopback, its delay found by
 GCC-PHAT.
 
-:func:`roundtrip` plays :func:`log_sweep` through cosine_host.live.session.LiveSession.play_record (a cable,
-or JACK ports wired by the session) and finds the sweep in the recording with
-:func:`estimate_delay` (:func:`gcc_phat` per channel); the measured round trip sits next to
-what PortAudio reports for the device plus the engine latency. Samples are the unit; ms only
-in fields named ``*_ms``.
+:func:`roundtrip` plays :func:`log_sweep` through cosine_host.live.session.LiveSession.play_record
+(a cable, or JACK ports wired by the session) and finds the sweep in the recording with
+:func:`estimate_delay` (:func:`gcc_phat` per channel); the measured round trip sits next to what
+PortAudio reports for the device plus the engine latency. Samples are the unit; ms only in fields
+named ``*_ms``.
 """
 from __future__ import annotations
 
@@ -123,19 +123,18 @@ def roundtrip(cfg, input_device=None, output_device=None, repeats: int = 3, bypa
     """Play a log sweep through the live engine into a loopback ``repeats`` times and measure
     the round trip of each by GCC-PHAT.
 
-    Each repeat opens a fresh stream (cosine_host.live.session.LiveSession.play_record): the engine gets the
-    sweep instead of the device input, its output is played, and the input is recorded, sample
-    aligned with what the engine was given. So the measured delay is engine latency + the
+    Each repeat opens a fresh stream (cosine_host.live.session.LiveSession.play_record): the engine
+    gets the sweep instead of the device input, its output is played, and the input is recorded,
+    sample aligned with what the engine was given. So the measured delay is engine latency + the
     device's round trip, which PortAudio reports as ``sum(stream.latency)``.
 
     Args:
-        cfg: cosine_host.config.schema.Config (audio.* picks samplerate, blocksize, channels, devices).
-        input_device, output_device: index or part of a name; None: cfg.audio's, then default.
-        repeats: streams measured, >= 1.
-        bypass: measure the engine's dry path (its latency is the same by design).
-        jack_loopback: wire the stream's JACK output ports to its input ports.
-        on_status: callable(line, final=False) for status lines while a stream runs.
-        sweep_s: sweep length; tail_s: seconds recorded after it (longest round trip found).
+        cfg: cosine_host.config.schema.Config (audio.* picks samplerate, blocksize, channels,
+        devices). input_device, output_device: index or part of a name; None: cfg.audio's, then
+        default. repeats: streams measured, >= 1. bypass: measure the engine's dry path (its latency
+        is the same by design). jack_loopback: wire the stream's JACK output ports to its input
+        ports. on_status: callable(line, final=False) for status lines while a stream runs. sweep_s:
+        sweep length; tail_s: seconds recorded after it (longest round trip found).
     Returns:
         {"measured_samples": {"min", "median", "max"}, "measured_ms": {...}, "device_samples",
         "engine_samples", "expected_samples" (device + engine), "difference_samples" (median
@@ -143,7 +142,8 @@ def roundtrip(cfg, input_device=None, output_device=None, repeats: int = 3, bypa
         "bypass", "jack_loopback", "samplerate", "blocksize", "devices", "table"}. The median
         of an even count is the lower middle value.
     Raises:
-        UserError: devices or stream problems (from cosine_host.live.session), or no loopback: the input was
+        UserError: devices or stream problems (from cosine_host.live.session), or no loopback: the
+        input was
             silent or did not correlate with the sweep.
     """
     from cosine_host.live.session import LiveSession

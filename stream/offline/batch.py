@@ -1,7 +1,7 @@
 """Batch rendering: many files, in this process or in parallel worker processes.
 
-``plan`` decides what a batch renders (``--skip-existing`` leaves out outputs that exist
-complete, cosine_host.offline.jobs.complete_output); ``run`` renders the rest and hands each file's outcome
+``plan`` decides what a batch renders (``--skip-existing`` leaves out outputs that exist complete,
+cosine_host.offline.jobs.complete_output); ``run`` renders the rest and hands each file's outcome
 to a callback as it finishes:
 
 - ``workers=1``: one after the other in this process;
@@ -14,10 +14,11 @@ to a callback as it finishes:
   ``render_file`` with the same options, and dither noise is seeded per file.
 
 A file that fails with a UserError becomes a ``failed`` outcome and the rest go on, as before.
-SIGTERM, SIGHUP or Ctrl-C in the driver stop every worker process with SIGTERM (they ignore
-SIGINT, so a Ctrl-C at the terminal reaches them only through the driver) and the thread at its
-next chunk; a worker removes its temporary file (cosine_host.files.atomic_path) before it exits, and the interrupt goes on to the CLI
-(one line, non-zero exit). stream/offline/cluster.py runs the same outcomes on Ray actors.
+SIGTERM, SIGHUP or Ctrl-C in the driver stop every worker process with SIGTERM (they ignore SIGINT,
+so a Ctrl-C at the terminal reaches them only through the driver) and the thread at its next chunk;
+a worker removes its temporary file (cosine_host.files.atomic_path) before it exits, and the
+interrupt goes on to the CLI (one line, non-zero exit). stream/offline/cluster.py runs the same
+outcomes on Ray actors.
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Batch rendering on Ray: the jobs of stream/offline/batch.py as Ray actors.
 
-``run`` connects to a Ray cluster (``address``: "auto" or an address such as
-"ray://head:10001" or "head:6379") or starts a local instance (address "local"; reused when this
-process already runs one), starts actors that each build their engine once from the config
-(cosine_host.offline.batch.EngineCache) and hands them files one at a time. Workers read their inputs and
-write their outputs themselves, so every node must see the same paths (a shared filesystem)
-and have cosine-host installed; the driver gathers the outcomes. With ``model.device`` cuda each
-actor asks for a share of the cluster's GPUs.
+``run`` connects to a Ray cluster (``address``: "auto" or an address such as "ray://head:10001" or
+"head:6379") or starts a local instance (address "local"; reused when this process already runs
+one), starts actors that each build their engine once from the config
+(cosine_host.offline.batch.EngineCache) and hands them files one at a time. Workers read their
+inputs and write their outputs themselves, so every node must see the same paths (a shared
+filesystem) and have cosine-host installed; the driver gathers the outcomes. With ``model.device``
+cuda each actor asks for a share of the cluster's GPUs.
 
 Ray is an optional extra (``pip install 'cosine-host[cluster]'``), imported only here, lazily.
 Ctrl-C, SIGTERM and SIGHUP cancel the running tasks (each stops after its current chunk and
@@ -93,8 +93,8 @@ def run(cfg, todo: list[tuple[int, str, str]], options: dict, address: str = LOC
     Args:
         address: "local" (a new local instance with this machine's cores, or the one this
             process already runs), "auto" or a cluster address.
-        workers: actors to start (default: the cluster's CPUs), never more than files.
-        on_outcome: called with each file's outcome as it finishes (cosine_host.offline.batch.render_one).
+        workers: actors to start (default: the cluster's CPUs), never more than files. on_outcome:
+        called with each file's outcome as it finishes (cosine_host.offline.batch.render_one).
     Returns:
         (outcomes sorted by index, {"address", "actors", "cpus", "gpus", "gpus_per_actor",
         "startup_s": seconds from connecting to every actor built}).

@@ -19,7 +19,8 @@ from cosine_host.offline import batch
 class RenderPlan:
     """A checked render: ``jobs`` (input, output) in the command's order, ``todo`` (index, input,
     output) to render, ``skipped`` ({"input", "output", "reason"}, --skip-existing), ``reports``
-    ({index: path} of --report-dir), the render ``options`` of cosine_host.offline.render.render_file,
+    ({index: path} of --report-dir), the render ``options`` of
+    cosine_host.offline.render.render_file,
     ``out_dir`` (None: one file), ``workers`` (--jobs) and ``ray_address`` (None: no Ray)."""
     cfg: object
     jobs: list

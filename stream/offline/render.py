@@ -1,21 +1,22 @@
 """Offline rendering of audio files through the streaming engine, latency compensated.
 
-``render_file`` reads any file soundfile reads (WAV, FLAC, OGG, MP3, ...), or standard input,
-in chunks of ``CHUNK_FRAMES`` frames, optionally resamples it (soxr VHQ, stream/offline/resample.py),
-runs it through the same ``Engine`` as the live path (built with blocksize 0), and writes an
-output of the input's length, rate and channel count with OUTPUT[i] aligned to INPUT[i]. Memory
-is bounded by the chunk size, not by the file's length.
+``render_file`` reads any file soundfile reads (WAV, FLAC, OGG, MP3, ...), or standard input, in
+chunks of ``CHUNK_FRAMES`` frames, optionally resamples it (soxr VHQ, stream/offline/resample.py),
+runs it through the same ``Engine`` as the live path (built with blocksize 0), and writes an output
+of the input's length, rate and channel count with OUTPUT[i] aligned to INPUT[i]. Memory is bounded
+by the chunk size, not by the file's length.
 
 What is written is what was meant: integer outputs are rounded to nearest by the product
-(stream/offline/pcm.py, with TPDF dither when bits are lost), never truncated by libsndfile; the file
-is then read back and its SNR against the engine's input reported next to the engine's own
-(stream/offline/readback.py). A truncated input, NaN/Inf samples and clipping each produce a warning.
+(stream/offline/pcm.py, with TPDF dither when bits are lost), never truncated by libsndfile; the
+file is then read back and its SNR against the engine's input reported next to the engine's own
+(stream/offline/readback.py). A truncated input, NaN/Inf samples and clipping each produce a
+warning.
 
-Outputs are written atomically (a temporary file in the output's folder, renamed on success;
-for standard output a private temporary file streamed out only after success): an error or
-Ctrl-C leaves no partial file, and an existing output is kept unless asked
-(stream/offline/formats.py checks outputs; stream/offline/jobs.py turns the command line's paths into (input,
-output) pairs). ``summary_line`` describes one report for people.
+Outputs are written atomically (a temporary file in the output's folder, renamed on success; for
+standard output a private temporary file streamed out only after success): an error or Ctrl-C leaves
+no partial file, and an existing output is kept unless asked (stream/offline/formats.py checks
+outputs; stream/offline/jobs.py turns the command line's paths into (input, output) pairs).
+``summary_line`` describes one report for people.
 """
 from __future__ import annotations
 
@@ -183,7 +184,8 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
     """Render one audio file through the engine, latency compensated.
 
     Args:
-        cfg: cosine_host.config.schema.Config; its frame/model/processors sections are used, its audio
+        cfg: cosine_host.config.schema.Config; its frame/model/processors sections are used, its
+        audio
             section is not (the file's own sample rate and channel count are).
         input: path of any file soundfile reads, or "-" for standard input (spooled to a
             temporary file first).
@@ -198,7 +200,8 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
         chunk_frames: frames per read/process/write step; memory grows with it, not the file.
         format: container name ("wav", "flac", "ogg", "opus", "mp3", ...) where the output's
             name cannot say it (needed for "-").
-        dither: "auto" (None), "tpdf" or "none"; see cosine_host.offline.pcm.choose_dither (a resampled
+        dither: "auto" (None), "tpdf" or "none"; see cosine_host.offline.pcm.choose_dither (a
+        resampled
             input counts as FLOAT there: auto dithers any integer output).
         samplerate: resample the input to this rate (Hz) with soxr VHQ before the engine; None
             keeps the input's.
@@ -209,24 +212,23 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
             with blocksize 0, for callers that render many files with one engine (batch
             workers, stream/offline/batch.py); None (default) builds a fresh one.
     Returns:
-        The report (JSON-ready dict): input, output, format, subtype, input_format,
-        input_subtype, samplerate (Hz, of the output), input_samplerate, resampled (None, or
-        {"from_hz", "to_hz", "resampler"}), channels, frames (output frames), input_frames
-        (frames the input's header promises), frames_missing (of those, frames that could not
-        be read), seconds_audio, seconds_wall (reading, processing, writing and the read-back;
-        engine construction excluded), realtime_factor, latency_samples and latency_ms
-        (compensated), snr_db (engine output after clipping, before the file's rounding,
-        against the engine's input; None when the input is silent or the output identical),
-        file_snr_db (the written file read back against the engine's input; None when silent
-        or identical), file_identical (every sample read back equals the input's),
-        file_lag_frames (codec delay found and removed; lossy outputs), dither ("tpdf" or
-        "none"), quality and bitrate_mode (as given), tags (the tags the written file holds),
-        bitrate_kbps (the last quantizer's, all symbols in one entropy model; None without
+        The report (JSON-ready dict): input, output, format, subtype, input_format, input_subtype,
+        samplerate (Hz, of the output), input_samplerate, resampled (None, or {"from_hz", "to_hz",
+        "resampler"}), channels, frames (output frames), input_frames (frames the input's header
+        promises), frames_missing (of those, frames that could not be read), seconds_audio,
+        seconds_wall (reading, processing, writing and the read-back; engine construction excluded),
+        realtime_factor, latency_samples and latency_ms (compensated), snr_db (engine output after
+        clipping, before the file's rounding, against the engine's input; None when the input is
+        silent or the output identical), file_snr_db (the written file read back against the
+        engine's input; None when silent or identical), file_identical (every sample read back
+        equals the input's), file_lag_frames (codec delay found and removed; lossy outputs), dither
+        ("tpdf" or "none"), quality and bitrate_mode (as given), tags (the tags the written file
+        holds), bitrate_kbps (the last quantizer's, all symbols in one entropy model; None without
         one), kbps_entropy (the same quantizer's with one entropy model per band of coefficient
-        indices, cosine_host.models.processors.registry.Quantize.rates; None without one), processors, clipped_samples
-        (samples beyond full scale, clipped; always 0 for FLOAT), peak (largest |output| before
-        clipping, full scale = 1.0), nan_samples (non-finite input samples replaced by 0),
-        warnings (one line each for people), device, config_source, config.
+        indices, cosine_host.models.processors.registry.Quantize.rates; None without one),
+        processors, clipped_samples (samples beyond full scale, clipped; always 0 for FLOAT), peak
+        (largest |output| before clipping, full scale = 1.0), nan_samples (non-finite input samples
+        replaced by 0), warnings (one line each for people), device, config_source, config.
     Raises:
         UserError: unknown subtype/format/dither, missing/unreadable/empty input, an input that
             is all NaN/Inf, bad output path, an existing output without ``overwrite``, or a

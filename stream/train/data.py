@@ -1,11 +1,11 @@
 """The training command's audio: reading and checking the files, the held-out split, and the
 validation measure through the real streaming engine.
 
-:func:`load_audio` reads every file (each channel is a separate example; the file's own
-samplerate, no resampling) and refuses NaN, infinite or too short audio; :func:`split` holds
-out the last 10 % of each file for validation unless a validation file is given;
-:func:`validate` renders the validation audio through cosine_host.engine.engine.Engine as `render` does
-and measures SNR, bitrate and the training objective's loss.
+:func:`load_audio` reads every file (each channel is a separate example; the file's own samplerate,
+no resampling) and refuses NaN, infinite or too short audio; :func:`split` holds out the last 10 %
+of each file for validation unless a validation file is given; :func:`validate` renders the
+validation audio through cosine_host.engine.engine.Engine as `render` does and measures SNR, bitrate
+and the training objective's loss.
 """
 from __future__ import annotations
 

@@ -1,15 +1,16 @@
 """`train`: fit the config's transform to audio files, then write a checkpoint and logs.
 
-Reads the files with soundfile (each channel is a separate example; the file's own samplerate,
-no resampling), holds out the last 10 % of each file for validation unless ``val_path`` is
-given, trains with cosine_host.models.training (the engine's chain with differentiable ops) and measures
-the validation SNR through the real streaming engine (cosine_host.engine.engine.Engine.render) before and
-after. ``model.checkpoint`` in the config is a starting point: training continues from it.
+Reads the files with soundfile (each channel is a separate example; the file's own samplerate, no
+resampling), holds out the last 10 % of each file for validation unless ``val_path`` is given,
+trains with cosine_host.models.training (the engine's chain with differentiable ops) and measures
+the validation SNR through the real streaming engine (cosine_host.engine.engine.Engine.render)
+before and after. ``model.checkpoint`` in the config is a starting point: training continues from
+it.
 
-With ``objective="rd"`` the chain's learned quantizer trains with the transform for rate and
-quality (cosine_host.models.training); validation then also measures the bitrate of the engine's symbols
-(the learned quantizer's per-band entropy, ``kbps_entropy``, as `evaluate` reports it) and keeps
-the parameters with the lowest validation loss (error / signal energy + stft_weight x MR-STFT +
+With ``objective="rd"`` the chain's learned quantizer trains with the transform for rate and quality
+(cosine_host.models.training); validation then also measures the bitrate of the engine's symbols
+(the learned quantizer's per-band entropy, ``kbps_entropy``, as `evaluate` reports it) and keeps the
+parameters with the lowest validation loss (error / signal energy + stft_weight x MR-STFT +
 rate_weight x bits per sample); the checkpoint stores the learned steps and entropy model.
 
 Here: the checks before any work and the run itself (train_files: the model, the steps, model
@@ -78,8 +79,9 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         audio_paths: audio files, each at least one frame (frame.size samples) long, every
             sample finite.
         steps: optimiser steps. batch: segments per step, each
-            cosine_host.models.training.segment_samples(N, H) samples long. lr: the gains' Adam step size;
-            the frequencies get lr * cosine_host.models.training.FREQ_LR_RATIO, in bins of pi/N.
+            cosine_host.models.training.segment_samples(N, H) samples long. lr: the gains' Adam step
+            size; the frequencies get lr * cosine_host.models.training.FREQ_LR_RATIO, in bins of
+            pi/N.
         out_path: checkpoint to write; an existing file there must be a checkpoint and is only
             replaced with ``overwrite``; the checkpoint in use (model.checkpoint) never is.
         val_path: validation audio; None holds out the last 10 % of every training file.

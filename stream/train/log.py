@@ -2,7 +2,8 @@
 
 :class:`LiveLog` writes the CSV loss log (``LOG_COLUMNS``) line by line as training goes;
 :func:`plot_log` draws the loss against the step as a PNG (needs matplotlib, the optional extra
-"plots"); :func:`step_reporter` adapts a progress bar to cosine_host.models.training's per-step rows.
+"plots"); :func:`step_reporter` adapts a progress bar to cosine_host.models.training's per-step
+rows.
 """
 from __future__ import annotations
 
