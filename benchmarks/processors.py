@@ -9,9 +9,10 @@ for the chains identity (empty), quantize 8 bits, topk 128, quantize 8 + topk 12
 and threshold -60 dB. Each input is copied into the reused buffer before the timed call (not
 timed); inputs are Gaussian coefficients, a different frame every call.
 
-"before" is ``models/processors/registry.py`` from the git revision ``--before`` (default 306e781,
-the torch-only built-ins), loaded next to this tree's version as a temporary module, so both run in
-the same process and the same rounds. Every variant (version x chain x frames) runs ``--calls``
+"before" is the processor registry of the git revision ``--before`` (default da54bfe, the
+built-ins' numpy route before it ran in place), with that revision's whole ``models/`` folder
+loaded next to this tree's as a package of its own, so both run in the same process and the same
+rounds. Every variant (version x chain x frames) runs ``--calls``
 calls once per round, in an order shuffled from round to round (seeded); p50 and p99 are taken per
 round over its calls and the table shows their medians over the rounds, so that ratios survive a
 shared, noisy machine. No pause between variants: with one torch thread and no BLAS call there is no
@@ -28,9 +29,15 @@ the transform, framing and overlap-add of a real call.
 from __future__ import annotations
 
 import argparse
+import glob
+import importlib
+import io
 import os
+import re
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import types
 
@@ -55,15 +62,27 @@ INPUTS = 64        # distinct inputs cycled through the reused buffer
 
 
 def load_before(revision: str) -> types.ModuleType:
-    """``models/processors/registry.py`` at ``revision`` as a module of its own (this tree's ``models``
-    package resolves its imports)."""
-    source = subprocess.run(["git", "show", f"{revision}:models/processors/registry.py"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout
-    module = types.ModuleType("processors_before")
-    module.__file__ = f"{revision}:models/processors/registry.py"
-    sys.modules[module.__name__] = module
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
+    """The processor registry of ``revision`` as a module of its own: that revision's whole
+    ``models/`` folder, extracted to a temporary folder as the package ``models_before`` (its
+    imports of ``models`` or ``cosine_host.models`` pointed there), so that it runs with its own
+    plugins, quantizers and compiled kernels next to this tree's."""
+    archive = subprocess.run(["git", "archive", revision, "models"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    folder = tempfile.mkdtemp(prefix="processors-before-")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    package = os.path.join(folder, "models_before")
+    os.rename(os.path.join(folder, "models"), package)
+    for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        text = re.sub(r"^(\s*(?:from|import) )(?:cosine_host\.models|models)\b", r"\1models_before",
+                      text, flags=re.M)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    sys.path.insert(0, folder)
+    layout = os.path.isdir(os.path.join(package, "processors"))   # models/processors/ rooms
+    return importlib.import_module("models_before.processors" + (".registry" if layout else ""))
 
 
 def make_chain(module, specs):
@@ -162,8 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="rounds (default 15)")
     parser.add_argument("--calls", type=int, default=200, help="calls per variant per round")
-    parser.add_argument("--before", default="306e781",
-                        help="git revision of the 'before' version (default: the torch-only built-ins)")
+    parser.add_argument("--before", default="da54bfe",
+                        help="git revision of the 'before' version (default: the numpy route "
+                             "before it ran in place)")
     parser.add_argument("--no-engine", dest="engine", action="store_false",
                         help="skip the engine.process table")
     args = parser.parse_args()
