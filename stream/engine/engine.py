@@ -4,11 +4,16 @@ One engine serves live streams (blocks from a sound device callback), file rende
 tests. Its latency is the minimum a frame-based host can reach (cosine_host.engine.latency) and
 stays constant for its whole life, bypass included.
 
+Two kinds of frame, kept apart by name: an audio block's ``frames`` are its rows (one sample
+per channel, as sounddevice and soundfile count them: ``samples`` here), an *analysis frame* is
+N samples of one channel that the encoder transforms (``F`` of them per call,
+``frames_processed`` counts them).
+
 Data path per call, all channels as one batch::
 
-    block (frames, C) float32 --> input queue (C, .) --> every ready frame at once, read in
-    place (F, C, N) --> encoder --> coefficients (F, C, M) --> processors --> decoder (the
-    synthesis part: the last S samples of each frame) --> overlap-add of F hops into the
+    block (samples, C) float32 --> input queue (C, .) --> every ready analysis frame at once,
+    read in place (F, C, N) --> encoder --> coefficients (F, C, M) --> processors --> decoder
+    (the synthesis part: the last S samples of each frame) --> overlap-add of F hops into the
     output queue --> block, ``latency_samples`` later
 
 The contract: what processors receive depends on the signal and the parameters only, not on how the
@@ -278,20 +283,21 @@ class Engine:
         """Process one block.
 
         Args:
-            block: float32 array (frames, channels); frames may be 0 or vary when blocksize=0.
+            block: float32 array (samples, channels): audio frames, as sounddevice counts them;
+                their number may be 0, and may vary when blocksize=0.
                 NaN and Inf samples are replaced by 0 and counted (``nan_events``).
             out: optional float32 array of the same shape to write into (no allocation).
         Returns:
             ``out`` (or a new array): the output block, ``latency_samples`` behind the input.
         """
         block = self._check(block)
-        frames = block.shape[0]
+        samples = block.shape[0]
         if out is None:
             out = np.empty_like(block)
         elif out.shape != block.shape:
             raise EngineInputError(f"out has shape {out.shape}; it must have the block's shape "
                                    f"{block.shape}")
-        if frames == 0:
+        if samples == 0:
             return out
         if parameter_key(self._params) != self._params_key:
             self._refresh()
@@ -302,8 +308,8 @@ class Engine:
                 count = self._kernel.process(block, out, self.bypass)
         else:
             count = self._kernel.process(block, out, self.bypass)
-        self.samples_in += frames
-        self.frames_processed += count * self.channels
+        self.samples_in += samples
+        self.frames_processed += count * self.channels       # analysis frames, all channels
         self.calls += 1
         return out
 
