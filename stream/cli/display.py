@@ -14,22 +14,21 @@ import sys
 import click
 
 
-def table_text(rows: list[dict], columns: list[tuple[str, str, str]], *,
-               width: int | None = None) -> str:
-    """A text table of ``rows``; ``columns``: (key, heading, format spec) per column. A missing
-    or None value shows as "-". Numbers are right-aligned, the first column left-aligned. The
-    table takes its natural width unless ``width`` (a terminal's) bounds it."""
+def table_text(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A text table of ``rows`` at its natural width; ``columns``: (key, heading, format spec) per
+    column. A missing or None value shows as "-". The first column is left-aligned, the rest
+    right-aligned; headings are underlined with dashes."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
-    table = Table(box=box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True), show_edge=False, pad_edge=False, header_style="bold")
+    table = Table(box=box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True),
+                  show_edge=False, pad_edge=False, header_style="bold")
     for i, (_, heading, _) in enumerate(columns):
-        table.add_column(heading, justify="left" if i == 0 else "right", no_wrap=width is None)
+        table.add_column(heading, justify="left" if i == 0 else "right", no_wrap=True)
     for row in rows:
         table.add_row(*[_cell(row.get(key), spec) for key, _, spec in columns])
-    natural = Console(width=100_000).measure(table).maximum
-    console = Console(file=io.StringIO(), width=min(natural, width or natural), no_color=True,
-                      highlight=False)
+    width = Console(width=100_000).measure(table).maximum
+    console = Console(file=io.StringIO(), width=width, no_color=True, highlight=False)
     console.print(table)
     return "\n".join(line.rstrip() for line in console.file.getvalue().rstrip("\n").splitlines())
 
@@ -42,19 +41,13 @@ def _cell(value, spec: str) -> str:
 
 def echo_table(result: dict) -> None:
     """Print ``result["table"]`` = {"columns": [[key, heading, format], ...], "rows": [...]}
-    on standard output, as wide as a terminal allows."""
+    on standard output, at the table's natural width (a cell is never cut)."""
     t = result["table"]
     echo_rows(t["rows"], [tuple(c) for c in t["columns"]])
 
 
 def echo_rows(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
-    width = _terminal_width() if sys.stdout.isatty() else None
-    click.echo(table_text(rows, columns, width=width))
-
-
-def _terminal_width() -> int:
-    import shutil
-    return shutil.get_terminal_size().columns
+    click.echo(table_text(rows, columns))
 
 
 @contextlib.contextmanager
