@@ -120,9 +120,11 @@ def test_stream_modules_do_not_import_sounddevice(tmp_path):
     """Offline rendering and training must work without PortAudio: importing the stream
     package, the live modules included, never imports sounddevice."""
     code = textwrap.dedent("""
-        import sys import cosine_host, cosine_host.live.devices, cosine_host.live.session,
-        cosine_host.live.monitor assert "sounddevice" not in sys.modules, "sounddevice imported at
-        module import" print("ok")
+        import sys
+        import cosine_host, cosine_host.live.devices, cosine_host.live.session
+        import cosine_host.live.monitor
+        assert "sounddevice" not in sys.modules, "sounddevice imported at module import"
+        print("ok")
     """)
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=60, env=_without_portaudio(tmp_path))
