@@ -52,7 +52,8 @@ def _shape(name: str, n: np.ndarray, size: float, alpha: float = KBD_ALPHA) -> n
     """The named window of length ``size`` at (possibly fractional; integer for "kbd")
     positions n: periodic for the Hann family, symmetric about (size - 1)/2 for sine and kbd."""
     if name == "sine":
-        return np.sin(np.pi * (n + 0.5) / size)
+        # from the nearer end: exactly symmetric, as the MDCT's aliasing cancellation wants
+        return np.sin(np.pi * np.minimum(n + 0.5, size - n - 0.5) / size)
     if name == "kbd":
         length = int(round(size))
         index = np.rint(n).astype(np.int64)

@@ -156,7 +156,8 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
                                  device=device)
     except TrainingError as e:
         raise UserError(str(e)) from None
-    wa, ws = window_pair(cfg.frame.window, n, hop, cfg.frame.synthesis_samples)
+    wa, ws = window_pair(cfg.frame.window, n, hop, cfg.frame.synthesis_samples,
+                         cfg.frame.kbd_alpha)
     offsets_before = frequency_offsets(model)
     on_step = step_reporter(progress, steps)
 
