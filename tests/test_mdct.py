@@ -305,6 +305,22 @@ def test_latency_with_varying_blocks_is_n_minus_1():
     assert worst <= n - 1 == mdct_engine(0).latency_samples
 
 
+@pytest.mark.parametrize("overlap,blocksize", [(64, 256), (128, 256), (64, 64), (32, 100)])
+def test_low_overlap_window_latency_is_its_span_minus_gcd(overlap, blocksize):
+    """The same proof for a low-overlap MDCT window (zero on the first and last (M - L)/2
+    samples of the 2M-sample frame, overlap L < M, as low-delay codecs use): frames then need
+    only their M + L nonzero samples, so the brute force finds (M + L) - gcd(B, M), L at B = M,
+    against 2M - gcd(B, M) for the full-overlap windows. (Derived only: the engine frames the
+    whole 2M samples.)"""
+    m = 256
+    span = m + overlap
+    period = blocksize * m // math.gcd(blocksize, m)
+    boundaries = [blocksize * (k + 1) for k in range((2 * period + 4 * span) // blocksize + 2)]
+    best = min(lat.simulate_min_latency(span, m, boundaries, span - m + phase)
+               for phase in range(0, m, 8))
+    assert best == span - math.gcd(blocksize, m) == lat.latency_samples(span, m, blocksize)
+
+
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("blocksize", [0, 64, 256, 441])
 def test_impulse_comes_out_at_the_reported_latency(route, blocksize):
