@@ -25,7 +25,8 @@ Rows:
 - ``raw DCT scipy``: ``scipy.fft.dct`` type III then II (ortho, all CPUs) on the same frames: the
   floor for the fast path.
 - ``mdct init`` (the shipped preset configs/mdct.yaml: N = 512, M = 256, H = 256, sine window;
-  the engine picks its DCT-IV fast path): ``raw MDCT scipy`` is the textbook MDCT and its
+  the engine picks its DCT-IV fast path; ``fast path off``: the same engine on matrix
+  products): ``raw MDCT scipy`` is the textbook MDCT and its
   transpose through pocketfft on the same frames: window, fold to M samples, ``scipy.fft.dct``
   type IV (ortho, all CPUs), type IV again, unfold, window (no overlap-add), the floor for that
   fast path.
@@ -122,6 +123,11 @@ def mdct_rows(seconds: float):
            ("mdct init", "raw MDCT scipy"): raw_mdct(frames, e._window_analysis.astype(np.float32),
                                                      workers)}
     labels = {("mdct init", "engine.render"): e.transform}
+    # what the fast path saves: the same engine on its matrix products
+    off = Engine(e.model, hop, cfg.frame.window, blocksize=0, channels=1, fast_path="off",
+                 kbd_alpha=cfg.frame.kbd_alpha)
+    fns[("mdct init", "  fast path off")] = lambda y=np.empty_like(x): off.render(x, out=y)
+    labels[("mdct init", "  fast path off")] = off.transform
     k = e._kernel
     coeffs, decoded = np.empty((count, m), np.float32), np.empty((count, n), np.float32)
     for name, product in raw_products(frames, np.ascontiguousarray(k.enc_t, np.float32),
@@ -281,6 +287,9 @@ def main(argv=None) -> int:
     print(f"  mdct init: engine / raw MDCT scipy = "
           f"{both(lambda t: t[mdct_engine] / t[('mdct init', 'raw MDCT scipy')])}  "
           f"(target <= 1.5)")
+    print(f"  mdct init: fast path is "
+          f"{both(lambda t: t[('mdct init', '  fast path off')] / t[mdct_engine], '{:.2f}x')} "
+          f"the matmul path")
     print(f"  mdct init: engine / raw matmul (fastest BLAS) = "
           f"{both(lambda t: t[mdct_engine] / raw(t, 'mdct init'))}  (M = N/2: half the "
           f"coefficients of the dct init)")
