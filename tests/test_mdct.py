@@ -449,3 +449,16 @@ def test_training_moves_the_gains_only_and_keeps_the_pair_exact(tmp_path):
     assert engine.transform == "matmul"
     x = noise(8000, 1, seed=10)
     assert snr_db(x, engine.render(x)) >= 120.0
+
+
+def test_train_without_processors_says_how_the_mdct_learns(tmp_path):
+    import soundfile as sf
+    from cosine_host.errors import UserError
+    from cosine_host.train.fit import train_files
+    audio = tmp_path / "noise.wav"
+    sf.write(audio, noise(48000, 1, seed=11, level=0.3), 48000)
+    cfg = cosine_host.load_config("mdct", overrides=("model.device=cpu",))
+    with pytest.raises(UserError, match=r"nothing to learn: the mdct init already reconstructs "
+                                        r".*--set 'processors=\[\{type: quantize"):
+        train_files(cfg, [str(audio)], steps=1, out_path=str(tmp_path / "m.pt"))
+    assert not (tmp_path / "m.pt").exists()

@@ -146,6 +146,12 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
     snr_before = before["snr_db"]
     if objective == "mse" and snr_before >= PERFECT_SNR_DB:
         kinds = ", ".join(p["type"] for p in cfg.processors) or "none"
+        if cfg.model.init == "mdct":
+            # fewer coefficients is no option here: the MDCT reconstructs at M = N/2 only
+            raise UserError(
+                f"nothing to learn: the mdct init already reconstructs the validation audio at "
+                f"{snr_before:.0f} dB SNR (processors: {kinds}); its per-coefficient gains "
+                f"learn through processors, e.g. --set 'processors=[{{type: quantize, bits: 6}}]'")
         raise UserError(
             f"nothing to learn: the config already reconstructs the validation audio at "
             f"{snr_before:.0f} dB SNR (N = {n}, M = {model.m}, processors: {kinds}); train with "
