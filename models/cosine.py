@@ -22,9 +22,10 @@ buffer (stored in checkpoints, never trained).
 Frequencies are stored as a fixed grid ``(2m+1) * pi / (2K)`` plus a learned offset in units of
 ``pi / N`` (one DCT bin at M = N). The grid's phase ``(2m+1) * (2n + p) * pi / (4K)``, with
 p = 2 n0 rounded to an integer (n0 on the half-sample grid, as the MDCT's is), is reduced
-exactly in integers (mod 8K) before the cosine (n0's remainder off that grid, if any, and) and the offset's phase is added in float64, so the
-matrices are accurate to the last bit of their dtype: float32 identity reconstruction reaches
-about 127 dB SNR instead of the 92 dB of a float32 ``w * n``. Measuring the offset in bins also
+exactly in integers (mod 8K) before the cosine; the offset's phase (and n0's remainder off the
+half-sample grid, if any) is added in float64, so the matrices are accurate to the last bit
+of their dtype: float32 identity reconstruction reaches about 127 dB SNR instead of the 92 dB
+of a float32 ``w * n``. Measuring the offset in bins also
 keeps its gradient (which grows with n up to N - 1) on the same scale as the gains'.
 """
 from __future__ import annotations
@@ -99,7 +100,8 @@ def cosine_matrix(grid_phase: torch.Tensor, offset_bins: torch.Tensor, first: to
     cos = torch.cos(grid_phase + offset[:, None] * j[None, :]).to(rest.dtype)
     scale = 1.0 / math.sqrt(n)
     # at n0 = 0, cos[:, 0] is exactly 1: column 0 is the seed's a1 / sqrt(N), bit for bit
-    first_column = (first * scale).expand(m, 1) if not phase_offset else cos[:, :1] * (first * scale)
+    first_column = (cos[:, :1] * (first * scale) if phase_offset
+                    else (first * scale).expand(m, 1))
     matrix = torch.cat([first_column, cos[:, 1:] * (rest * scale)], dim=1)
     return matrix if row_gain is None else matrix * row_gain[:, None]
 
