@@ -305,6 +305,20 @@ def test_latency_with_varying_blocks_is_n_minus_1():
     assert worst <= n - 1 == mdct_engine(0).latency_samples
 
 
+def test_latency_algorithmic_confirms_the_preset():
+    """`run.py latency algorithmic -c mdct`: impulses through the engine and its bypass come
+    out at the reported latency, which is the minimum, at every block size."""
+    from cosine_host.measure import algorithmic as measure
+    cfg = cosine_host.load_config("mdct", ["model.device=cpu"])
+    result = measure.algorithmic(cfg, [1, 32, 100, 256, 441, 512, 0])
+    assert result["passed"]
+    rows = {r["blocksize"]: r for r in result["rows"]}
+    for b, row in rows.items():
+        expected = 512 - (math.gcd(b, 256) if b else 1)
+        assert row["measured_samples"] == row["minimum_samples"] == expected, (b, row)
+    assert (rows[256]["algorithmic_samples"], rows[256]["buffering_samples"]) == (256, 0)
+
+
 @pytest.mark.parametrize("overlap,blocksize", [(64, 256), (128, 256), (64, 64), (32, 100)])
 def test_low_overlap_window_latency_is_its_span_minus_gcd(overlap, blocksize):
     """The same proof for a low-overlap MDCT window (zero on the first and last (M - L)/2
@@ -378,6 +392,18 @@ def test_cli_refusal_is_one_line_without_traceback():
     assert done.returncode != 0
     assert "Traceback" not in done.stderr + done.stdout
     assert "frame.hop = 128" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (("frame.size=511", "frame.hop=100"), "frame.window = 'kbd' needs an even frame.size"),
+    (("frame.size=510", "frame.hop=15", "frame.synthesis_size=45"),
+     "frame.synthesis_size = 45: the kbd window needs an even synthesis_size"),
+])
+def test_kbd_needs_even_lengths(overrides, named):
+    with pytest.raises(ConfigError) as info:
+        cosine_host.load_config(overrides=("frame.window=kbd", "model.coefficients=64",
+                                           *overrides))
+    assert str(info.value).startswith(named) and "\n" not in str(info.value)
 
 
 def test_kbd_alpha_must_be_positive():

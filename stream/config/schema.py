@@ -334,15 +334,19 @@ def _from_dict(data: dict, source: str) -> Config:
                                       frame.synthesis_size, model.decoder)
         if problem:
             raise ConfigError(problem)
+    if frame.window == "kbd" and n % 2:
+        raise ConfigError(f"frame.window = 'kbd' needs an even frame.size (got {n}); use "
+                          f"frame.size {n + 1} or another window")
+    if frame.window == "kbd" and frame.synthesis_samples % 2:
+        raise ConfigError(f"frame.synthesis_size = {frame.synthesis_samples}: the kbd window "
+                          f"needs an even synthesis_size (its halves are whole samples); use an "
+                          f"even multiple of frame.hop or another window")
     if h > n or n % h:
         raise ConfigError(f"frame.hop = {h}: must divide frame.size ({n}); allowed: "
                           f"{checks.hop_suggestion(n, frame.window)}")
     problem = windows.synthesis_problem(n, h, frame.synthesis_samples)
     if problem:
         raise ConfigError(problem)
-    if frame.window == "kbd" and n % 2:
-        raise ConfigError(f"frame.window = 'kbd' needs an even frame.size (got {n}); use "
-                          f"frame.size {n + 1} or another window")
     if not windows.reconstructs(frame.window, n, h, frame.synthesis_samples, frame.kbd_alpha):
         raise ConfigError(f"frame.window = {frame.window!r} cannot reconstruct at hop {h} with "
                           f"size {n} (the overlapped windows vanish somewhere); use a smaller "
