@@ -24,6 +24,12 @@ Rows:
   them.
 - ``raw DCT scipy``: ``scipy.fft.dct`` type III then II (ortho, all CPUs) on the same frames: the
   floor for the fast path.
+- ``mdct init`` (the shipped preset configs/mdct.yaml: N = 512, M = 256, H = 256, sine window;
+  the engine picks its DCT-IV fast path; ``fast path off``: the same engine on matrix
+  products): ``raw MDCT scipy`` is the textbook MDCT and its
+  transpose through pocketfft on the same frames: window, fold to M samples, ``scipy.fft.dct``
+  type IV (ortho, all CPUs), type IV again, unfold, window (no overlap-add), the floor for that
+  fast path.
 - ``asteroid FreeFB``: ``asteroid_filterbanks.Encoder(FreeFB(M, N, H))`` then
   ``Decoder(FreeFB(M, N, H))`` (conv1d / conv_transpose1d) on the (1, 1, T) signal, same N, H, M.
 - ``torch.stft/istft``: n_fft = N, hop = H, sqrt-Hann, one-sided (N/2 + 1 complex bins): the
@@ -86,6 +92,51 @@ def raw_products(frames, enc, dec, coeffs, decoded) -> dict:
     return rows
 
 
+def raw_mdct(frames: np.ndarray, window: np.ndarray, workers: int):
+    """The MDCT pair of (F, N) ``frames`` through pocketfft, written plainly: windowed frames
+    folded to (F, N/2), DCT-IV, DCT-IV, unfolded and windowed back to (F, N)."""
+    import scipy.fft as sfft
+    h = frames.shape[1] // 4
+
+    def run():
+        x = frames * window
+        a, b, c, d = x[:, :h], x[:, h:2 * h], x[:, 2 * h:3 * h], x[:, 3 * h:]
+        u = np.concatenate([-c[:, ::-1] - d, a - b[:, ::-1]], axis=1)
+        coeffs = sfft.dct(u, 4, norm="ortho", workers=workers, overwrite_x=True)
+        v = sfft.dct(coeffs, 4, norm="ortho", workers=workers, overwrite_x=True)
+        v1, v2 = v[:, :h], v[:, h:]
+        return np.concatenate([v2, -v2[:, ::-1], -v1[:, ::-1], -v1], axis=1) * window
+    return run
+
+
+def mdct_rows(seconds: float):
+    """The mdct preset's engine (DCT-IV fast path) and the raw pocketfft MDCT of its frames."""
+    cfg = cosine_host.load_config("mdct", overrides=["model.device=cpu"])
+    sr, n, hop, m = cfg.audio.samplerate, cfg.frame.size, cfg.frame.hop, cfg.model.coefficients
+    total = int(seconds * sr)
+    x = (0.1 * np.random.default_rng(1).standard_normal((total, 1))).astype(np.float32)
+    e = make_engine(cfg, False)
+    count = (n - hop + total + e.latency_samples - n) // hop + 1
+    frames = (0.1 * np.random.default_rng(2).standard_normal((count, n))).astype(np.float32)
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    fns = {("mdct init", "engine.render"): lambda y=np.empty_like(x): e.render(x, out=y),
+           ("mdct init", "raw MDCT scipy"): raw_mdct(frames, e._window_analysis.astype(np.float32),
+                                                     workers)}
+    labels = {("mdct init", "engine.render"): e.transform}
+    # what the fast path saves: the same engine on its matrix products
+    off = Engine(e.model, hop, cfg.frame.window, blocksize=0, channels=1, fast_path="off",
+                 kbd_alpha=cfg.frame.kbd_alpha)
+    fns[("mdct init", "  fast path off")] = lambda y=np.empty_like(x): off.render(x, out=y)
+    labels[("mdct init", "  fast path off")] = off.transform
+    k = e._kernel
+    coeffs, decoded = np.empty((count, m), np.float32), np.empty((count, n), np.float32)
+    for name, product in raw_products(frames, np.ascontiguousarray(k.enc_t, np.float32),
+                                      np.ascontiguousarray(k.dec, np.float32), coeffs,
+                                      decoded).items():
+        fns[("mdct init", name)] = product
+    return fns, labels
+
+
 def peer_rows(cfg, seconds: float, repeats: int):
     sr, n, hop, m = cfg.audio.samplerate, cfg.frame.size, cfg.frame.hop, cfg.model.coefficients
     total = int(seconds * sr)
@@ -139,6 +190,9 @@ def peer_rows(cfg, seconds: float, repeats: int):
             spec = torch.stft(signal, n, hop, window=window, return_complex=True)
             return torch.istft(spec, n, hop, window=window, length=total)
     fns[("any", "torch.stft/istft")] = stft_istft
+    more, more_labels = mdct_rows(seconds)
+    fns.update(more)
+    labels.update(more_labels)
     for f in fns.values():
         f()
     times = interleaved(fns, repeats)
@@ -205,9 +259,9 @@ def main(argv=None) -> int:
 
     def raw(table, state):
         return min(t for (s, row), t in table.items() if s == state and row.startswith("raw matmul"))
-    for state in ("trained", "dct init"):
+    for state in ("trained", "dct init", "mdct init"):
         eng = med[(state, "engine.render")]
-        for key in [k for k in med if k[0] in (state, "any")]:
+        for key in sorted((k for k in med if k[0] in (state, "any")), key=lambda k: k[0] == "any"):
             t, b = med[key], best[key]
             print(f"{state:9} {key[1]:18} {labels.get(key, '-'):10} {1e3 * t:10.2f} {1e3 * b:8.2f} "
                   f"{seconds / t:6.0f} {t / raw(med, state):13.2f} {b / raw(best, state):7.2f} "
@@ -229,6 +283,16 @@ def main(argv=None) -> int:
     if ("dct init", "raw DCT scipy") in med:
         print(f"  dct init: engine / raw DCT scipy = "
               f"{both(lambda t: t[engine[1]] / t[('dct init', 'raw DCT scipy')])}")
+    mdct_engine = ("mdct init", "engine.render")
+    print(f"  mdct init: engine / raw MDCT scipy = "
+          f"{both(lambda t: t[mdct_engine] / t[('mdct init', 'raw MDCT scipy')])}  "
+          f"(target <= 1.5)")
+    print(f"  mdct init: fast path is "
+          f"{both(lambda t: t[('mdct init', '  fast path off')] / t[mdct_engine], '{:.2f}x')} "
+          f"the matmul path")
+    print(f"  mdct init: engine / raw matmul (fastest BLAS) = "
+          f"{both(lambda t: t[mdct_engine] / raw(t, 'mdct init'))}  (M = N/2: half the "
+          f"coefficients of the dct init)")
 
     if args.skip_cli:
         print("\nCLI render: skipped (--skip-cli)")

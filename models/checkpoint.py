@@ -9,6 +9,9 @@ Format versions (``version`` in the payload; every version this code knows still
     2  adds ``processors``: one entry per processor with learned state, in chain order,
        ``{"type": "learned_quantize", "state_dict": {log_step, entropy.*}}`` (a checkpoint of a
        model trained without one has an empty list, as version 1 implies)
+    3  adds the phase offset n0 to the state_dict (``encoder.phase_offset``, and
+       ``decoder.basis.phase_offset`` with a free decoder; cosine_host.models.cosine); versions
+       1 and 2 hold none and load with n0 = 0, the family they were trained in
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ from cosine_host.models.atomic import atomic_path
 from cosine_host.models.transform import LearnedCosine
 
 FORMAT = "cosine-host-checkpoint"
-FORMAT_VERSION = 2
-KNOWN_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+KNOWN_VERSIONS = (1, 2, 3)
+PHASE_OFFSET = "phase_offset"
+"""The state_dict entries (last name part) that versions 1 and 2 lack: n0, 0 there."""
 
 
 class CheckpointError(ValueError):
@@ -72,7 +77,17 @@ def read_checkpoint(path) -> dict:
                               f"{payload.get('version')!r}, this cosine-host reads versions "
                               f"{', '.join(map(str, KNOWN_VERSIONS))}; update cosine-host")
     payload.setdefault("processors", [])      # version 1: nothing learned besides the model
+    if payload["version"] < 3 and isinstance(payload.get("state_dict"), dict):
+        _add_phase_offsets(payload["state_dict"])
     return payload
+
+
+def _add_phase_offsets(state: dict) -> None:
+    """Versions 1 and 2 predate n0: every basis (the encoder, a free decoder's) gets n0 = 0."""
+    for key in list(state):
+        if key.endswith(".freq_offset_bins"):
+            state.setdefault(key[:-len("freq_offset_bins")] + PHASE_OFFSET,
+                             torch.tensor(0.0, dtype=torch.float64))
 
 
 def load_checkpoint(model: LearnedCosine, path) -> dict:

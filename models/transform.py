@@ -6,11 +6,20 @@ import math
 import torch
 from torch import nn
 
-from cosine_host.models.cosine import CosineDecoder, CosineEncoder
+from cosine_host.models.cosine import (CosineDecoder, CosineEncoder, initial_gains,
+                                       initial_phase_offset)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# every parameter's value at init, by its last name part (cosine_host.models.cosine)
-INIT_VALUES = {"first": 1.0, "rest": math.sqrt(2.0), "freq_offset_bins": 0.0}
+# every parameter's value at init "dct" and "lowpass", by its last name part
+# (cosine_host.models.cosine); :func:`init_values` gives any init's
+INIT_VALUES = {"first": 1.0, "rest": math.sqrt(2.0), "freq_offset_bins": 0.0,
+               "coefficient_log_gain": 0.0}
+
+
+def init_values(init: str) -> dict:
+    """Every parameter's value at ``init``, by its last name part."""
+    first, rest = initial_gains(init)
+    return dict(INIT_VALUES, first=first, rest=rest)
 
 
 class LearnedCosine(nn.Module):
@@ -19,7 +28,8 @@ class LearnedCosine(nn.Module):
     Args:
         n: frame length N in samples.
         m: coefficients per frame M (1..N).
-        init: "dct" or "lowpass" (see cosine_host.models.cosine).
+        init: "dct", "lowpass" or "mdct" (see cosine_host.models.cosine; "mdct" needs M = N/2
+            and decoder "tied").
         decoder: "tied", "free" or "pinv".
         dtype: "float32" or "float64".
     """
@@ -36,6 +46,26 @@ class LearnedCosine(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [..., N] -> reconstructed frames [..., N] (no processors in between)."""
         return self.decoder(self.encoder(frames))
+
+    @property
+    def phase_offset(self) -> float:
+        """The encoder's phase offset n0 in samples (0 for "dct" and "lowpass")."""
+        return self.encoder.n0
+
+    def mdct_pair(self) -> tuple[bool, str]:
+        """Whether encoder and decoder are exactly the orthonormal MDCT pair (init "mdct",
+        M = N/2, n0 = 1/2 + M/2, tied decoder, every parameter at its init value); (ok, the
+        reason in words). The engine's DCT-IV fast path is valid only then."""
+        n, m, enc = self.n, self.m, self.encoder
+        if self.init != "mdct":
+            return False, f"init {self.init!r}, not 'mdct'"
+        if enc.n0 != initial_phase_offset(n, m, "mdct"):
+            return False, f"the phase offset n0 = {enc.n0:g} is not the MDCT's {m / 2 + 0.5:g}"
+        if bool(enc.freq_offset_bins.detach().ne(0).any()):
+            return False, "the frequencies were changed (parameters not at init)"
+        if not self.at_init():
+            return False, "the gains were trained (parameters not at init)"
+        return True, f"MDCT init, M = {m}, N = {n}, parameters at init"
 
     def metadata(self) -> dict:
         return {"frame_size": self.n, "coefficients": self.m, "init": self.init,
@@ -56,6 +86,8 @@ class LearnedCosine(nn.Module):
         (2m+1) pi / (2M): no N-point DCT.
         """
         n, m, enc, dec = self.n, self.m, self.encoder, self.decoder
+        if self.init == "mdct":
+            return False, "init 'mdct' is the MDCT pair, not the DCT pair"
         if enc.grid_k != n:
             return False, (f"init {self.init!r} with M = {m} < N = {n} puts the frequencies on "
                            f"a {enc.grid_k}-point grid, not the N-point DCT grid")
@@ -77,7 +109,8 @@ class LearnedCosine(nn.Module):
 
     def parameter_groups(self) -> tuple[list, list]:
         """(gains, frequency offsets) among the trainable parameters: gains are a1..a4 (fewer
-        with a pinv decoder), frequencies the encoder's offsets and a free decoder's."""
+        with a pinv decoder), frequencies the encoder's offsets and a free decoder's. At init
+        "mdct" only the per-coefficient gains train (the rest is frozen: cosine_host.models.cosine)."""
         gains, freqs = [], []
         for name, p in self.named_parameters():
             if p.requires_grad:
@@ -100,13 +133,14 @@ class LearnedCosine(nn.Module):
         return bounds
 
     def at_init(self) -> bool:
-        """True while every parameter still equals its "dct"/"lowpass" initial value exactly.
+        """True while every parameter still equals its init's initial value exactly.
 
         The engine uses this to pick an FFT fast path that is valid only at the init grid.
         Compared in place (no model is built), so it is cheap enough to ask after every change.
         """
+        values = init_values(self.init)
         for name, p in self.named_parameters():
-            init = INIT_VALUES[name.rsplit(".", 1)[-1]]
+            init = values[name.rsplit(".", 1)[-1]]
             if not bool(torch.all(p.detach() == torch.tensor(init, dtype=p.dtype, device=p.device))):
                 return False
         return True

@@ -62,7 +62,8 @@ def make_engine(blocksize: int = 0, channels: int = 1, overrides=(), processors=
     chain = processors if processors is not None else registry.build_chain(cfg.processors)
     return Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=blocksize, channels=channels,
                   processors=chain, samplerate=cfg.audio.samplerate,
-                  synthesis_size=cfg.frame.synthesis_samples, **kwargs)
+                  synthesis_size=cfg.frame.synthesis_samples, kbd_alpha=cfg.frame.kbd_alpha,
+                  **kwargs)
 
 
 def recording_chain(*specs, m: int = 512):

@@ -37,6 +37,9 @@ CASES = {
                      "processors=[{type: quantize, bits: 8}, {type: topk, k: 32}]"],
     "float64 model": ["model.dtype=float64", "processors=[{type: quantize, bits: 8}]"],
     "hop 128": ["frame.hop=128", "processors=[{type: threshold, db: -30}]"],
+    "mdct": ["model.init=mdct", "model.coefficients=256", "frame.window=sine"],
+    "mdct, kbd, quantize": ["model.init=mdct", "model.coefficients=256", "frame.window=kbd",
+                            "processors=[{type: quantize, bits: 6}]"],
 }
 STAGES = {
     "pre and post stages": ["pre=[{type: pedalboard.Gain, gain_db: 1}]",

@@ -150,7 +150,7 @@ def test_rd_training_lowers_the_rate_and_the_validation_loss(tmp_path):
     assert result["loss_after"] < result["loss_before"], result
     assert result["kbps_after"] < result["kbps_before"], result
     payload = read_checkpoint(out)
-    assert payload["version"] == 2
+    assert payload["version"] == 3                    # 3: the state_dict holds n0
     [entry] = payload["processors"]
     assert entry["type"] == "learned_quantize"
     steps = torch.exp(entry["state_dict"]["log_step"].double())
@@ -226,7 +226,7 @@ def test_info_shows_the_learned_steps(trained):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
-    assert data["checkpoint"]["format_version"] == 2
+    assert data["checkpoint"]["format_version"] == 3
     [learned] = data["checkpoint"]["processors"]
     assert learned["type"] == "learned_quantize" and learned["coefficients"] == 256
     steps = torch.exp(read_checkpoint(trained["path"])["processors"][0]["state_dict"]["log_step"]

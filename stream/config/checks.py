@@ -78,6 +78,14 @@ def optional_samples(key, v):
     return integer(1)(key, v)
 
 
+def kbd_alpha(key, v):
+    """The kbd window's alpha (Kaiser beta = pi alpha): a finite number > 0, as float."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{key} = {v!r}: must be a number > 0 (4 by default, as AAC's long "
+                          f"blocks; larger narrows the main lobe less)")
+    return float(v)
+
+
 def optional_path(key, v):
     """None or a non-empty file path."""
     if v is None or (isinstance(v, str) and v):

@@ -24,7 +24,7 @@ import yaml
 from cosine_host.models.processors import registry as processor_registry
 from cosine_host.config import checks as checks
 from cosine_host.engine import effects
-from cosine_host.engine import windows
+from cosine_host.engine import mdct, windows
 from cosine_host.config.checks import ConfigError
 from cosine_host.config.memory import check_memory
 
@@ -62,6 +62,7 @@ class FrameConfig:
     hop: int = 256
     window: str = "sqrt_hann"
     synthesis_size: int | None = None
+    kbd_alpha: float = windows.KBD_ALPHA
 
     @property
     def synthesis_samples(self) -> int:
@@ -153,10 +154,11 @@ SCHEMA: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "hop": checks.integer(1),
         "window": checks.choice(*windows.WINDOWS),
         "synthesis_size": checks.optional_samples,
+        "kbd_alpha": checks.kbd_alpha,
     },
     "model": {
         "coefficients": checks.integer(1),
-        "init": checks.choice("dct", "lowpass"),
+        "init": checks.choice("dct", "lowpass", "mdct"),
         "decoder": checks.choice("tied", "free", "pinv"),
         "checkpoint": checks.optional_path,
         "device": checks.choice("auto", "cpu", "cuda"),
@@ -326,13 +328,26 @@ def _from_dict(data: dict, source: str) -> Config:
 
     frame, model = sections["frame"], sections["model"]
     n, h = frame.size, frame.hop
+    if model.init == "mdct":
+        # before the generic checks: their advice (other hops, windows) does not hold here
+        problem = mdct.mdct_problem(n, h, model.coefficients, frame.window,
+                                      frame.synthesis_size, model.decoder)
+        if problem:
+            raise ConfigError(problem)
+    if frame.window == "kbd" and n % 2:
+        raise ConfigError(f"frame.window = 'kbd' needs an even frame.size (got {n}); use "
+                          f"frame.size {n + 1} or another window")
+    if frame.window == "kbd" and frame.synthesis_samples % 2:
+        raise ConfigError(f"frame.synthesis_size = {frame.synthesis_samples}: the kbd window "
+                          f"needs an even synthesis_size (its halves are whole samples); use an "
+                          f"even multiple of frame.hop or another window")
     if h > n or n % h:
         raise ConfigError(f"frame.hop = {h}: must divide frame.size ({n}); allowed: "
                           f"{checks.hop_suggestion(n, frame.window)}")
     problem = windows.synthesis_problem(n, h, frame.synthesis_samples)
     if problem:
         raise ConfigError(problem)
-    if not windows.reconstructs(frame.window, n, h, frame.synthesis_samples):
+    if not windows.reconstructs(frame.window, n, h, frame.synthesis_samples, frame.kbd_alpha):
         raise ConfigError(f"frame.window = {frame.window!r} cannot reconstruct at hop {h} with "
                           f"size {n} (the overlapped windows vanish somewhere); use a smaller "
                           f"hop such as {n // 2}, or window: rectangular")

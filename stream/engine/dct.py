@@ -52,7 +52,7 @@ def cpu_workers() -> int:
 
 
 class ScipyDCT:
-    """Orthonormal DCT-III / DCT-II along the last axis of numpy arrays, into given buffers.
+    """Orthonormal DCT-III / DCT-II (and DCT-IV) along the last axis of numpy arrays, into given buffers.
 
     ``workers`` threads are used only for batches of at least ``parallel_rows`` rows (a thread
     hand-off costs more than a small batch); each row's result does not depend on the thread
@@ -90,6 +90,11 @@ class ScipyDCT:
     def dct2(self, x: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Orthonormal DCT-II of ``x`` into ``out``, as :meth:`dct3`."""
         return self._dct(2, x, out, threads)
+
+    def dct4(self, x: np.ndarray, out: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Orthonormal DCT-IV of ``x`` into ``out`` (its own inverse), as :meth:`dct3`: the
+        core of the MDCT fast path (cosine_host.engine.mdct)."""
+        return self._dct(4, x, out, threads)
 
     def _dct(self, kind: int, x: np.ndarray, out: np.ndarray, threads: int | None) -> np.ndarray:
         threads = self._threads(x) if threads is None else threads

@@ -26,7 +26,8 @@ buffers; its routes are listed there) and cosine_host.engine.kernel_torch on CUD
 device, one synchronisation per call). The transform is re-chosen whenever a parameter changed
 (cosine_host.models.cosine.parameter_key, checked on every call in about a microsecond): matrix
 products with the windows folded in, or, while the model is exactly the DCT pair at its init
-(LearnedCosine.dct_pair), pocketfft's DCT on CPU.
+(LearnedCosine.dct_pair), pocketfft's DCT on CPU, or, while it is exactly the MDCT pair at init
+"mdct" (LearnedCosine.mdct_pair), the fold and pocketfft's DCT-IV on CPU (cosine_host.engine.mdct).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from cosine_host.errors import UserError
 from cosine_host.engine.kernel_numpy import NumpyKernel
 from cosine_host.engine.kernel_torch import TorchKernel
 from cosine_host.engine.dct import matrices_match
+from cosine_host.engine import mdct
 from cosine_host.engine import effects
 from cosine_host.engine.windows import window_pair
 
@@ -85,12 +87,14 @@ class Engine:
             before framing and after the overlap-add; None = none.
         device: torch device for the tensors; CUDA uses pinned host buffers.
         fast_path: (keyword) "auto": pocketfft's DCT on CPU whenever the model is exactly the
-            DCT pair; "off": always matrix products.
+            DCT pair, its DCT-IV MDCT whenever it is exactly the MDCT pair; "off": always
+            matrix products.
         backend: (keyword) "auto": numpy on CPU, torch elsewhere; "torch" on CPU runs the CUDA
             code path on the CPU (tests).
         synthesis_size: (keyword) S in samples, the synthesis window's nonzero span at the end
             of the frame (cosine_host.engine.windows: a multiple of H from 2H to N); None (default)
             = N, the symmetric pair.
+        kbd_alpha: (keyword) the kbd window's alpha (default 4; the other windows ignore it).
 
     Latency: ``latency_samples = algorithmic_latency_samples + buffering_latency_samples
     + processor_latency_samples + effects_latency_samples`` = (S - H) + (H - gcd(B, H)) + what
@@ -98,14 +102,16 @@ class Engine:
     symmetric pairs (cosine_host.engine.latency); an impulse at input sample t comes out at
     t + latency_samples. Bypass passes the input through at the same latency, around the
     stages too.
-    ``transform`` names the transform in use ("matmul" or "dct") and ``transform_reason`` why.
+    ``transform`` names the transform in use ("matmul", "dct" or "mdct") and
+    ``transform_reason`` why.
     """
 
     def __init__(self, model: LearnedCosine, hop: int, window: str = "sqrt_hann",
                  blocksize: int = 0, channels: int = 1, processors=None,
                  samplerate: int = 48000, device: str | torch.device = "cpu", *,
                  fast_path: str = "auto", backend: str = "auto",
-                 synthesis_size: int | None = None, pre=None, post=None):
+                 synthesis_size: int | None = None, pre=None, post=None,
+                 kbd_alpha: float = 4.0):
         n = model.n
         if hop <= 0 or n % hop:
             raise ValueError(f"hop {hop} must divide the frame size {n}")
@@ -133,7 +139,12 @@ class Engine:
                                              for p in self.processors):
             from cosine_host.models.processors import compiled  # compiled now, not in the first block
             compiled.warm_up(np.float64 if self.dtype == torch.float64 else np.float32)
-        self._window_analysis, self._window_synthesis = window_pair(window, n, hop, synthesis)
+        if model.init == "mdct":
+            problem = mdct.mdct_problem(n, hop, model.m, window, synthesis, model.decoder_mode)
+            if problem:
+                raise ValueError(problem)
+        self._window_analysis, self._window_synthesis = window_pair(
+            window, n, hop, synthesis, kbd_alpha)
         self.synthesis_size = synthesis
 
         self.algorithmic_latency_samples = lat.algorithmic_latency_samples(n, hop, synthesis)
@@ -160,7 +171,7 @@ class Engine:
         # walking the module tree for its parameters on every call costs more than comparing
         # their keys: the list is taken once (a parameter is changed in place, or its .data
         # replaced, both of which the key sees)
-        self._params = list(self.model.parameters())
+        self._params = self._watched(self.model)
         self._params_key = None
         self.transform = "matmul"
         self.transform_reason = ""
@@ -185,7 +196,8 @@ class Engine:
                    processors=chain,
                    samplerate=cfg.audio.samplerate if samplerate is None else samplerate,
                    device=resolve_device(device or cfg.model.device),
-                   synthesis_size=cfg.frame.synthesis_samples, **stages)
+                   synthesis_size=cfg.frame.synthesis_samples,
+                   kbd_alpha=cfg.frame.kbd_alpha, **stages)
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -240,7 +252,15 @@ class Engine:
         self._kernel.set_transform(kind, (enc * wa).T, dec * ws, wa, ws)
         self.transform, self.transform_reason = kind, reason
 
+    @staticmethod
+    def _watched(model) -> list:
+        """What the transform depends on: the parameters and the phase offsets (buffers)."""
+        return list(model.parameters()) + [b for name, b in model.named_buffers()
+                                           if name.endswith("phase_offset")]
+
     def _choose(self, enc: np.ndarray, dec: np.ndarray) -> tuple[str, str]:
+        if self.model.init == "mdct":
+            return self._choose_mdct(enc, dec)
         ok, reason = self.model.dct_pair()
         if not ok:
             return "matmul", reason
@@ -250,6 +270,18 @@ class Engine:
         if not matrices_match(enc, dec, str(self.dtype).removeprefix("torch.")):
             return "matmul", "the model's matrices differ from the DCT pair"
         return "dct", reason
+
+    def _choose_mdct(self, enc: np.ndarray, dec: np.ndarray) -> tuple[str, str]:
+        ok, reason = self.model.mdct_pair()
+        if not ok:
+            return "matmul", reason
+        if self.backend != "numpy":
+            return "matmul", reason + f"; no DCT-IV measured faster on {self.device.type}"
+        if self.model.m % 2:
+            return "matmul", reason + "; the DCT-IV fold needs an even M"
+        if not mdct.matrices_match(enc, dec, str(self.dtype).removeprefix("torch.")):
+            return "matmul", "the model's matrices differ from the MDCT pair"
+        return "mdct", reason
 
     # --- processing ----------------------------------------------------------------------------
 
@@ -427,7 +459,7 @@ class Engine:
         spare = copy.copy(self)                 # shares queues and processors with self
         spare._kernel = copy.copy(self._kernel)
         spare.model = model.to(self.device).eval()
-        spare._params = list(spare.model.parameters())
+        spare._params = self._watched(spare.model)
         # only what _refresh rebinds is taken: counters the callback moves meanwhile are not
         before, kernel_before = dict(vars(spare)), dict(vars(spare._kernel))
         spare._refresh()                        # the new transform lands on the copies only

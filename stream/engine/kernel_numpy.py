@@ -9,6 +9,9 @@ Routes a call's frames take (each one earns its place by a number in benchmarks/
   overlap-add of the synthesis part, ``DCT_BATCH_FRAMES`` frames at a time (a batch stays in
   cache from window to overlap-add), and for calls of two batches or more one contiguous range
   of frames per CPU in worker threads (whole signals);
+- MDCT pair (model init "mdct" at its init): windowing, the fold and pocketfft's DCT-IV
+  (cosine_host.engine.mdct), the processors if any, DCT-IV and unfold, windowed overlap-add;
+  each frame computed alone, with or without processors;
 - processors: the coefficients the processors see come from the exact encoder
   (cosine_host.engine.exact) on the matrix path, or from pocketfft's DCT-III on the DCT path (each
   row computed alone: the same bits for any batch), so they depend on the signal and the parameters
@@ -30,6 +33,7 @@ from cosine_host.engine.exact import ExactEncoder
 from cosine_host.engine.frames import check_processed, overlap_add
 from cosine_host.engine.queues import Queue, initial_capacity
 from cosine_host.engine.dct import ScipyDCT, cpu_workers
+from cosine_host.engine.mdct import MDCT
 
 
 class NumpyKernel:
@@ -63,6 +67,7 @@ class NumpyKernel:
         self._alloc(max(1, -(-max(blocksize, 1) // hop)) + 1)
         self.kind = "matmul"
         self.dct = None
+        self.mdct = None
         self.dct_workers = cpu_workers()
         self._pool = None
         self._scratch = []
@@ -79,7 +84,7 @@ class NumpyKernel:
 
     def set_transform(self, kind: str, enc_t: np.ndarray, dec: np.ndarray, wa: np.ndarray,
                       ws: np.ndarray) -> None:
-        """``kind`` "matmul" or "dct"; enc_t (N, M) and dec (M, N) with the windows folded in
+        """``kind`` "matmul", "dct" or "mdct"; enc_t (N, M) and dec (M, N) with the windows folded in
         (only dec's last S columns are kept: the synthesis window is zero before them);
         wa, ws (N,) the windows (applied on their own on the DCT path)."""
         self.kind = kind
@@ -90,6 +95,8 @@ class NumpyKernel:
         self.ws_parts = ws[tail:].astype(self.np_dtype).reshape(self.r, self.hop)
         if kind == "dct" and self.dct is None:
             self.dct = ScipyDCT()
+        if kind == "mdct" and self.mdct is None:
+            self.mdct = MDCT()
         self.exact = ExactEncoder(self.enc_t, self.np_dtype) if kind == "matmul" else None
         self.dec64 = np.ascontiguousarray(self.dec, np.float64) if kind == "matmul" else None
 
@@ -133,6 +140,9 @@ class NumpyKernel:
         if self.kind == "dct":
             decoded = self._dct_frames(view)
             window = self.ws_parts
+        elif self.kind == "mdct":
+            decoded = self._mdct_frames(view)
+            window = self.ws_parts
         else:
             decoded = self.dbuf[:count]
             self._matrix_frames(view, decoded)
@@ -172,6 +182,20 @@ class NumpyKernel:
         if self.m < self.n:
             frames[..., self.m:].fill(0)
         self.dct.dct2(frames, frames)
+        return frames[..., self.n - self.s:]
+
+    def _mdct_frames(self, view: np.ndarray) -> np.ndarray:
+        """The frames' decoded synthesis parts (F, C, S) through the MDCT fast path, a view of
+        the frame buffer."""
+        count = view.shape[0]
+        frames, coeffs = self.fbuf[:count], self.cbuf[:count]
+        np.multiply(view, self.wa, out=frames)
+        self.mdct.forward(frames, coeffs)
+        if self.processors:
+            result = self._processors(coeffs)
+            if result is not coeffs:
+                np.copyto(coeffs, result)
+        self.mdct.inverse(coeffs, frames)
         return frames[..., self.n - self.s:]
 
     def _dct_batches(self, view: np.ndarray, hops: np.ndarray) -> None:

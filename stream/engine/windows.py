@@ -16,17 +16,49 @@ so that it overlap-adds to one at hop H (S a multiple of H, S >= 2H). The analys
 and asymmetric: the named shape rises over the first N - S/2 samples (the rising half of that shape
 at length 2N - S) and falls over the last S/2 (the falling half at length S); the synthesis window
 is the product divided by it. For S = N this is the symmetric sqrt-Hann pair.
+
+Windows for the MDCT (model init "mdct", hop N/2): ``sine``, sin(pi (n + 1/2) / N), and
+``kbd``, the Kaiser-Bessel-derived window with its ``alpha`` (``frame.kbd_alpha``; Kaiser beta
+= pi alpha; 4 by default, as AAC's long blocks). Both are symmetric about (N - 1)/2 and satisfy
+the Princen-Bradley condition w[n]^2 + w[n + N/2]^2 = 1, which is what makes the MDCT's
+time-domain aliasing cancel in the overlap-add; their overlapped energy at hop N/2 is 1 (to
+rounding), so the synthesis window equals the analysis window. The periodic sqrt-Hann window
+satisfies Princen-Bradley but is symmetric about N/2, not (N - 1)/2: the MDCT's aliasing does
+not cancel with it. Both also serve the other inits like any symmetric window.
 """
 from __future__ import annotations
 
 import numpy as np
 
-WINDOWS = ("sqrt_hann", "hann", "rectangular")
+WINDOWS = ("sqrt_hann", "hann", "rectangular", "sine", "kbd")
+MDCT_WINDOWS = ("sine", "kbd")
+"""The windows whose pair cancels the MDCT's time-domain aliasing at hop N/2."""
+KBD_ALPHA = 4.0
+"""The kbd window's alpha by default (``frame.kbd_alpha``)."""
 _MIN_OVERLAP_ENERGY = 1e-3
 
 
-def _shape(name: str, n: np.ndarray, size: float) -> np.ndarray:
-    """The named periodic window of length ``size`` at (possibly fractional) positions n."""
+def _kbd(size: int, alpha: float) -> np.ndarray:
+    """The Kaiser-Bessel-derived window of even length ``size`` (scipy), float64."""
+    from scipy.signal.windows import kaiser_bessel_derived
+    if size % 2:
+        raise ValueError(f"window 'kbd' needs an even length, got {size}; use an even "
+                         f"frame.size (and synthesis_size) or window: sine")
+    return kaiser_bessel_derived(size, np.pi * alpha)
+
+
+def _shape(name: str, n: np.ndarray, size: float, alpha: float = KBD_ALPHA) -> np.ndarray:
+    """The named window of length ``size`` at (possibly fractional; integer for "kbd")
+    positions n: periodic for the Hann family, symmetric about (size - 1)/2 for sine and kbd."""
+    if name == "sine":
+        # from the nearer end: exactly symmetric, as the MDCT's aliasing cancellation wants
+        return np.sin(np.pi * np.minimum(n + 0.5, size - n - 0.5) / size)
+    if name == "kbd":
+        length = int(round(size))
+        index = np.rint(n).astype(np.int64)
+        if length != size or not np.array_equal(index, n):
+            raise ValueError("window 'kbd' is defined at whole samples only")
+        return _kbd(length, alpha)[index]
     if name == "sqrt_hann":
         return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / size))
     if name == "hann":
@@ -36,16 +68,21 @@ def _shape(name: str, n: np.ndarray, size: float) -> np.ndarray:
     raise ValueError(f"unknown window {name!r}; allowed: {' | '.join(WINDOWS)}")
 
 
-def analysis_window(name: str, size: int, synthesis_size: int | None = None) -> np.ndarray:
-    """Periodic analysis window, float64 of shape (size,); asymmetric (long rise, fall over the
-    last ``synthesis_size / 2`` samples) when ``synthesis_size`` < size."""
+def analysis_window(name: str, size: int, synthesis_size: int | None = None,
+                    alpha: float = KBD_ALPHA) -> np.ndarray:
+    """Analysis window, float64 of shape (size,); asymmetric (long rise, fall over the
+    last ``synthesis_size / 2`` samples) when ``synthesis_size`` < size. ``alpha``: the kbd
+    window's (ignored by the others)."""
     s = size if synthesis_size is None else synthesis_size
     n = np.arange(size, dtype=np.float64)
     if s == size:
-        return _shape(name, n, size)
+        return _shape(name, n, size, alpha)
     peak = size - s / 2                     # where the rise ends and the fall begins
-    rise = _shape(name, n, 2 * peak)        # the first half of a window of length 2N - S
-    fall = _shape(name, n - (size - s), s)  # the second half of a window of length S
+    rise = _shape(name, np.minimum(n, peak - 1) if name == "kbd" else n, 2 * peak, alpha)
+    # the second half of a window of length S (kbd: its positions clipped into range where
+    # np.where discards them anyway)
+    fall = _shape(name, np.maximum(n - (size - s), s // 2) if name == "kbd" else n - (size - s),
+                  s, alpha)
     return np.where(n < peak, rise, fall)
 
 
@@ -75,37 +112,38 @@ def synthesis_problem(size: int, hop: int, synthesis_size: int) -> str | None:
             f"frame, null)")
 
 
-def reconstructs(name: str, size: int, hop: int, synthesis_size: int | None = None) -> bool:
+def reconstructs(name: str, size: int, hop: int, synthesis_size: int | None = None,
+                 alpha: float = KBD_ALPHA) -> bool:
     """True when the window pair can reconstruct at this hop (the overlapped energy never
     vanishes for a symmetric pair; a low-delay pair reconstructs whenever
     ``synthesis_problem`` finds none)."""
     s = size if synthesis_size is None else synthesis_size
     if s != size:
         return synthesis_problem(size, hop, s) is None
-    energy = overlap_energy(analysis_window(name, size), hop)
+    energy = overlap_energy(analysis_window(name, size, alpha=alpha), hop)
     return bool(energy.min() > _MIN_OVERLAP_ENERGY * energy.max())
 
 
-def window_pair(name: str, size: int, hop: int,
-                synthesis_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def window_pair(name: str, size: int, hop: int, synthesis_size: int | None = None,
+                alpha: float = KBD_ALPHA) -> tuple[np.ndarray, np.ndarray]:
     """(analysis, synthesis) windows, float64 of shape (size,), with perfect reconstruction.
 
     ``synthesis_size`` (S, samples; None = size): the synthesis window is zero on the first
-    size - S samples (the module doc has the construction).
+    size - S samples (the module doc has the construction). ``alpha``: the kbd window's.
     """
     s = size if synthesis_size is None else synthesis_size
     if s != size:
         problem = synthesis_problem(size, hop, s)
         if problem:
             raise ValueError(problem)
-        wa = analysis_window(name, size, s)
+        wa = analysis_window(name, size, s, alpha)
         product = np.zeros(size)
         product[size - s:] = (2 * hop / s) * _shape("hann", np.arange(s, dtype=np.float64), s)
         ws = np.zeros(size)
         # wa > 0 on the last S samples: its rise ends at N - S/2, its fall at the frame's end
         ws[size - s:] = product[size - s:] / wa[size - s:]
         return wa, ws
-    wa = analysis_window(name, size)
+    wa = analysis_window(name, size, alpha=alpha)
     energy = overlap_energy(wa, hop)
     if not energy.min() > _MIN_OVERLAP_ENERGY * energy.max():
         raise ValueError(f"window {name!r} cannot reconstruct at hop {hop} with size {size}")

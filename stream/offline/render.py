@@ -414,9 +414,9 @@ def _quantizer_rates(engine) -> dict | None:
 
 def summary_line(report: dict) -> str:
     """One line for people, e.g. ``in.wav -> out.wav: 4.00 s 48000 Hz 2 ch PCM_16, SNR 128.1
-    dB, file SNR exact, 60x real time, latency 511 samples (10.65 ms) compensated`` (SNR "-" for
-    a silent input, "exact" when the engine's output or the file holds the input's samples, kbps only with a
-    quantizer, the dither and resampler when used, a warning when samples were clipped)."""
+    dB, file SNR exact, 60x real time, latency 511 samples (10.65 ms) compensated`` (SNR "-" for a
+    silent input, "exact" when the engine's output or the file holds the input's samples, kbps only
+    with a quantizer, the dither and resampler when used, a warning when samples were clipped)."""
     parts = [f"{report['input']} -> {report['output']}: {report['seconds_audio']:.2f} s "
              f"{report['samplerate']} Hz {report['channels']} ch {report['subtype']}"]
     if report.get("resampled"):

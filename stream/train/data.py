@@ -74,7 +74,8 @@ def validate(cfg, model, chain, signals, device, objective: str = "mse",
     for data, samplerate in signals:
         engine = Engine(model, cfg.frame.hop, cfg.frame.window, blocksize=0,
                         channels=data.shape[1], processors=chain, samplerate=samplerate,
-                        device=device, synthesis_size=cfg.frame.synthesis_samples)
+                        device=device, synthesis_size=cfg.frame.synthesis_samples,
+                        kbd_alpha=cfg.frame.kbd_alpha)
         out = np.empty_like(data)
         pieces = engine.render_chunks(iter([data]), data.shape[0], out=out)
         rates = None

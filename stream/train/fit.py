@@ -148,6 +148,12 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
     snr_before = before["snr_db"]
     if objective == "mse" and snr_before >= PERFECT_SNR_DB:
         kinds = ", ".join(p["type"] for p in cfg.processors) or "none"
+        if cfg.model.init == "mdct":
+            # fewer coefficients is no option here: the MDCT reconstructs at M = N/2 only
+            raise UserError(
+                f"nothing to learn: the mdct init already reconstructs the validation audio at "
+                f"{snr_before:.0f} dB SNR (processors: {kinds}); its per-coefficient gains "
+                f"learn through processors, e.g. --set 'processors=[{{type: quantize, bits: 6}}]'")
         raise UserError(
             f"nothing to learn: the config already reconstructs the validation audio at "
             f"{snr_before:.0f} dB SNR (N = {n}, M = {model.m}, processors: {kinds}); train with "
@@ -158,7 +164,8 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
                                  device=device)
     except TrainingError as e:
         raise UserError(str(e)) from None
-    wa, ws = window_pair(cfg.frame.window, n, hop, cfg.frame.synthesis_samples)
+    wa, ws = window_pair(cfg.frame.window, n, hop, cfg.frame.synthesis_samples,
+                         cfg.frame.kbd_alpha)
     offsets_before = frequency_offsets(model)
     on_step = step_reporter(progress, steps)
 
