@@ -147,7 +147,7 @@ class Codec(_Builtin):
     INTEGRAL_RATIO times the time constant, so that frames that cannot spend their share,
     silence above all, hand it to the others and R settles near zero), less the side
     information and the coder's measured overhead; the finest gain whose estimated bits fit
-    that budget is chosen. The learned offset starts at zero: in the first second a signal
+    that budget is chosen (searched from the previous frame's gain). The learned offset starts at zero: in the first second a signal
     with pauses runs below the target (measured: the first 1 s window of speech
     at -14 %), later ones stay within +-15 %; after a long silence the offset, bounded by the
     target, makes the next frames spend up to twice the target until it unlearns. The controller reads
@@ -322,14 +322,31 @@ class Codec(_Builtin):
             bits = np.where(q == 0, _BITS_ZERO[scale], _BITS_ONE[scale] + q * _BITS_SLOPE[scale])
             return float(bits[coded].sum())
 
-        lo, hi = self.GAIN_MIN, self.GAIN_MAX
-        while lo < hi:
+        def fits(gain):
+            return gain > self.GAIN_MAX or (gain >= self.GAIN_MIN and estimate(gain) <= budget)
+
+        # bracket from the previous frame's gain (galloping: most frames move a step or
+        # two), then bisect: lo does not fit, hi fits (GAIN_MIN - 1 never fits,
+        # GAIN_MAX + 1 always does, and GAIN_MAX is taken even when it does not)
+        start = state.gain
+        step = 1
+        if fits(start):
+            hi, lo = start, start - 1
+            while lo >= self.GAIN_MIN and fits(lo):
+                hi, step = lo, 2 * step
+                lo = max(hi - step, self.GAIN_MIN - 1)
+        else:
+            lo, hi = start, start + 1
+            while not fits(hi):
+                lo, step = hi, 2 * step
+                hi = min(lo + step, self.GAIN_MAX + 1)
+        while hi - lo > 1:
             mid = (lo + hi) // 2
-            if estimate(mid) <= budget:
+            if fits(mid):
                 hi = mid
             else:
-                lo = mid + 1
-        gain = lo
+                lo = mid
+        gain = min(hi, self.GAIN_MAX)
         step, scale = self._at_gain(gain, models, layout)
         q = self._quantize(magnitude, sign, step, coded)
         symbols = q[coded]
@@ -342,14 +359,16 @@ class Codec(_Builtin):
                        np.zeros(energy_delta.size), energy_scale)
         encoder.encode(symbols.astype(np.int32), self._SYMBOL_FAMILY,
                        np.zeros(symbols.size), scales)
-        payload = self._shortest(encoder.get_compressed().astype(">u4").tobytes(),
-                                  (gain, energy, q), x.shape)
+        payload, decoded = self._shortest(encoder.get_compressed().astype(">u4").tobytes(),
+                                          (gain, energy, q), scales, coded, layout)
         packet = varint(len(payload)) + payload
         if self.packet_sink is not None:
             self.packet_sink(packet)
 
         # the output and the state come from the bytes, as at the receiver
-        gain, energy, q = self._decode_payload(payload, *x.shape, layout)
+        if decoded is None:
+            decoded = self._decode_payload(payload, *x.shape, layout)
+        gain, energy, q = decoded
         out = self._reconstruct(gain, energy, q, layout)
         actual = 8.0 * len(packet)
         estimated = side_bits + symbol_bits
@@ -377,13 +396,16 @@ class Codec(_Builtin):
             one = 1.0 - np.log2(-np.expm1(-1.0 / scales)) + (a - 0.5) / (scales * math.log(2.0))
         return float(np.where(a == 0, zero, one).sum())
 
-    def _shortest(self, payload: bytes, symbols: tuple, shape: tuple) -> bytes:
-        """The shortest payload the decoder reads the same ``symbols`` from: trailing bytes
-        dropped (the decoder pads with zero bytes), or dropped with the last kept byte
-        string incremented, as long as decoding them gives the same gain, energies and
-        coefficients."""
-        best = payload
-        layout = self._layouts[(shape[1], self.samplerate)]
+    def _shortest(self, payload: bytes, symbols: tuple, scales: np.ndarray,
+                  coded: np.ndarray, layout: _Layout) -> tuple[bytes, tuple | None]:
+        """(the shortest payload the decoder reads the same ``symbols`` from, what decoding
+        it gave or None when nothing was cut): trailing bytes dropped (the decoder pads with
+        zero bytes), or dropped with the kept bytes incremented by one, as long as decoding
+        them gives the same gain, energies and coefficients. ``scales`` and ``coded`` are the
+        coefficient models the decoder derives from those energies and gain, reused here."""
+        best, decoded = payload, None
+        gain, energy, q = symbols
+        expected = q[coded]
         for cut in range(1, min(len(payload), 8) + 1):
             head = payload[:-cut]
             candidates = [head]
@@ -394,17 +416,35 @@ class Codec(_Builtin):
             found = None
             for candidate in candidates:
                 try:
-                    decoded = self._decode_payload(candidate, *shape, layout)
+                    read = self._read_symbols(candidate, energy.shape, scales)
                 except PacketError:
                     continue
-                if decoded[0] == symbols[0] and np.array_equal(decoded[1], symbols[1]) \
-                        and np.array_equal(decoded[2], symbols[2]):
+                if read[0] == gain and np.array_equal(read[1], energy) \
+                        and np.array_equal(read[2], expected):
                     found = candidate
                     break
             if found is None:
                 break
-            best = found
-        return best
+            best, decoded = found, (gain, energy, q)
+        return best, decoded
+
+    def _read_symbols(self, payload: bytes, energy_shape: tuple, scales: np.ndarray) -> tuple:
+        """(gain, energy indices, coded coefficient symbols) read from ``payload`` with the
+        coefficient models ``scales`` given (the trimming check: they are the ones its
+        energies and gain imply when those read back unchanged)."""
+        state = self._state
+        padded = payload + bytes(-len(payload) % 4)
+        try:
+            decoder = constriction.stream.queue.RangeDecoder(
+                np.frombuffer(padded, ">u4").astype(np.uint32))
+            gain = state.gain + int(decoder.decode(self._GAIN_MODEL, 1)[0])
+            energy_scale = _SCALES[_scale_index(np.log2(state.energy_spread))].ravel()
+            delta = decoder.decode(self._ENERGY_FAMILY, np.zeros(energy_scale.size),
+                                   energy_scale)
+            symbols = decoder.decode(self._SYMBOL_FAMILY, np.zeros(scales.size), scales)
+        except Exception as e:    # constriction's own complaint about the words
+            raise PacketError(f"range decoder: {e}") from None
+        return gain, state.energy + delta.reshape(energy_shape).astype(np.int64), symbols
 
     def _decode_payload(self, payload: bytes, channels: int, m: int, layout: _Layout) -> tuple:
         """(gain, energy indices (C, B), symbols (C, M)) read from one packet's payload
