@@ -219,3 +219,24 @@ def test_osc_kbps_sets_the_running_codec_at_a_block_boundary():
     refused = controls.handle("/processors/0/kbps", (-1.0,))
     assert refused["result"] == "refused" and "kbps = -1.0: out of range" in refused["reason"]
     assert codec.kbps == 24.0
+
+
+def test_render_and_evaluate_report_the_bytes(tmp_path):
+    import soundfile as sf
+    from cosine_host.lab.evaluate import render_setting
+    from cosine_host.offline.render import render_file, summary_line
+    signal = speech(2.0)
+    cfg = load_config("codec", ["processors.0.kbps=24"])
+    _, packets = encode(signal, 24)
+    frames = len(packets)
+    expected = sum(len(p) for p in packets) * 8 / (frames * HOP / SR) / 1000
+    _, rates = render_setting(cfg, signal, SR)
+    assert rates["kbps_bytes"] == pytest.approx(expected)
+    assert rates["kbps_estimate"] < rates["kbps_bytes"]
+    source = tmp_path / "s.wav"
+    sf.write(source, signal, SR, subtype="FLOAT")
+    report = render_file(cfg, str(source), str(tmp_path / "out.wav"))
+    assert report["kbps_bytes"] == pytest.approx(expected)
+    assert f"{expected:.1f} kbps in bytes" in summary_line(report)
+    codec_stats = report["processors"][0]
+    assert codec_stats["type"] == "codec" and codec_stats["bytes"] == sum(map(len, packets))
