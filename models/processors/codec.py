@@ -147,7 +147,8 @@ class Codec(_Builtin):
     INTEGRAL_RATIO times the time constant, so that frames that cannot spend their share,
     silence above all, hand it to the others and R settles near zero), less the side
     information and the coder's measured overhead; the finest gain whose estimated bits fit
-    that budget is chosen (searched from the previous frame's gain). The learned offset starts at zero: in the first second a signal
+    that budget is chosen (searched from the previous frame's gain; at most MAX_RISE steps
+    coarser than it, so that a transient's side information cannot zero a frame). The learned offset starts at zero: in the first second a signal
     with pauses runs below the target (measured: the first 1 s window of speech
     at -14 %), later ones stay within +-15 %; after a long silence the offset, bounded by the
     target, makes the next frames spend up to twice the target until it unlearns. The controller reads
@@ -188,6 +189,7 @@ class Codec(_Builtin):
     RESERVOIR_S = 0.25                       # the reservoir is spread over this many seconds
     RESERVOIR_CAP_S = 0.25                    # surplus kept at most, seconds of the target
     INTEGRAL_RATIO = 2.0                     # the learned offset's time constant / RESERVOIR_S
+    MAX_RISE = 8                             # gain steps (12 dB) a frame may coarsen by
     GAIN_SCALE = 2.0                         # Laplace scale of the gain's frame-to-frame step
 
     _GAIN_MODEL = constriction.stream.model.QuantizedLaplace(
@@ -322,8 +324,14 @@ class Codec(_Builtin):
             bits = np.where(q == 0, _BITS_ZERO[scale], _BITS_ONE[scale] + q * _BITS_SLOPE[scale])
             return float(bits[coded].sum())
 
+        # the gain coarsens by at most MAX_RISE a frame (after a frame that had signal): a
+        # transient whose side information alone overdraws the budget would otherwise be
+        # zeroed whole; the reservoir takes the debt
+        limit = (min(state.gain + self.MAX_RISE, self.GAIN_MAX) if state.gain > self.GAIN_MIN
+                 else self.GAIN_MAX)
+
         def fits(gain):
-            return gain > self.GAIN_MAX or (gain >= self.GAIN_MIN and estimate(gain) <= budget)
+            return gain > limit or (gain >= self.GAIN_MIN and estimate(gain) <= budget)
 
         # bracket from the previous frame's gain (galloping: most frames move a step or
         # two), then bisect: lo does not fit, hi fits (GAIN_MIN - 1 never fits,
@@ -339,14 +347,14 @@ class Codec(_Builtin):
             lo, hi = start, start + 1
             while not fits(hi):
                 lo, step = hi, 2 * step
-                hi = min(lo + step, self.GAIN_MAX + 1)
+                hi = min(lo + step, limit + 1)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if fits(mid):
                 hi = mid
             else:
                 lo = mid
-        gain = min(hi, self.GAIN_MAX)
+        gain = min(hi, limit)
         step, scale = self._at_gain(gain, models, layout)
         q = self._quantize(magnitude, sign, step, coded)
         symbols = q[coded]
