@@ -139,21 +139,21 @@ class Codec(_Builtin):
       which pads with zeros, still reads the same symbols; prefixed by its length as a
       varint. The output is decoded from these bytes.
 
-    Rate control: the target is ``kbps * 1000 * hop / samplerate`` bits per frame (packet
-    and length prefix counted). A reservoir R holds the bits the frames so far were short of
-    the target (a debt when negative, a surplus capped at RESERVOIR_CAP_S seconds of the
-    target); each frame may spend its target, plus R spread over RESERVOIR_S seconds, plus a
-    learned offset (the sum of R over past frames, a slower integral term with
-    INTEGRAL_RATIO times the time constant, so that frames that cannot spend their share,
-    silence above all, hand it to the others and R settles near zero), less the side
-    information and the coder's measured overhead; the finest gain whose estimated bits fit
-    that budget is chosen (searched from the previous frame's gain; at most MAX_RISE steps
-    coarser than it, so that a transient's side information cannot zero a frame). The learned offset starts at zero: in the first second a signal
-    with pauses runs below the target (measured: the first 1 s window of speech
-    at -14 %), later ones stay within +-15 %; after a long silence the offset, bounded by the
-    target, makes the next frames spend up to twice the target until it unlearns. The controller reads
-    only past frames and the current one, so its choices do not depend on how the signal
-    was cut into calls. Changing ``kbps`` empties the reservoir at the next frame.
+    Rate control: the target is ``kbps * 1000 * hop / samplerate`` bits per frame (packet and
+    length prefix counted). A reservoir R holds the bits the frames so far were short of the
+    target (a debt when negative, a surplus capped at RESERVOIR_CAP_S seconds of the target);
+    each frame may spend its target, plus R spread over RESERVOIR_S seconds, plus a learned
+    offset (the sum of R over past frames, a slower integral term with INTEGRAL_RATIO times the
+    time constant, so that frames that cannot spend their share, silence above all, hand it to
+    the others and R settles near zero), less the side information and the coder's measured
+    overhead; the finest gain whose estimated bits fit that budget is chosen (searched from the
+    previous frame's gain; at most MAX_RISE steps coarser than it, so that a transient's side
+    information cannot zero a frame). The learned offset starts at zero: in the first second a
+    signal with pauses runs below the target (measured: the first 1 s window of speech at -13 %
+    to -15 %), later ones stay within +-15 %; after a long silence the offset, bounded by the
+    target, makes the next frames spend up to twice the target until it unlearns. The
+    controller reads only past frames and the current one, so its choices do not depend on how
+    the signal was cut into calls. Changing ``kbps`` empties the reservoir at the next frame.
 
     Both routes (numpy on CPU, torch for other tensors and devices) compute in float64 on the
     CPU and return the same values in the input's dtype; with gradients enabled the

@@ -38,8 +38,8 @@ from cosine_host.models.processors.codec import Codec
 from cosine_host.models.processors.learned_quantize import LearnedQuantize
 from cosine_host.models.processors.quantize import Quantize
 
-__all__ = ["Processor", "Quantize", "LearnedQuantize", "Codec", "Band", "TopK", "Threshold", "Plugin",
-           "Chain", "REGISTRY", "check_spec", "build", "build_chain"]
+__all__ = ["Processor", "Quantize", "LearnedQuantize", "Codec", "Band", "TopK", "Threshold",
+           "Plugin", "Chain", "REGISTRY", "check_spec", "build", "build_chain"]
 
 
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M
