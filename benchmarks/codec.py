@@ -12,6 +12,7 @@ block's budget (B / 48 kHz) for scale.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--blocksize", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_start = os.getloadavg()[0]
     b = args.blocksize
     signal = synthesize_material()[:, :2].astype(np.float32)
     engines = {name: Engine.from_config(load_config(None, [f"processors={chain}"]),
@@ -55,7 +57,9 @@ def main() -> None:
             results[name].append((np.percentile(times, 50), np.percentile(times, 99)))
     budget_ms = 1000.0 * b / 48000
     base = np.median([p50 for p50, _ in results["identity"]])
-    print(f"B = {b} (budget {budget_ms:.2f} ms per call), 2 channels, N = M = 512, H = 256")
+    print(f"B = {b} (budget {budget_ms:.2f} ms per call), 2 channels, N = M = 512, H = 256; "
+          f"load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end "
+          f"({os.cpu_count()} CPUs)")
     print(f"{'chain':<16}{'p50 ms':>10}{'p99 ms':>10}{'x identity':>12}{'p99 / budget':>14}")
     for name, rows in results.items():
         p50 = np.median([r[0] for r in rows])
