@@ -240,3 +240,49 @@ def test_render_and_evaluate_report_the_bytes(tmp_path):
     assert f"{expected:.1f} kbps in bytes" in summary_line(report)
     codec_stats = report["processors"][0]
     assert codec_stats["type"] == "codec" and codec_stats["bytes"] == sum(map(len, packets))
+
+
+def test_osc_kbps_change_in_a_live_stream_is_what_offline_gives(jack_server, tmp_path):
+    """`live -c codec --play --record --osc` on the JACK dummy, /processors/0/kbps 16 sent
+    while it plays: the recording equals the same blocks through an engine whose codec's kbps
+    changes before the block the report says the change was applied at."""
+    import json
+    import soundfile as sf
+    from test_live import _drain, _spawn_live
+    from test_live_control import (Osc, free_udp_port, sleep_until_stream_s, wait_for_line,
+                                   write_speech)
+    play = write_speech(tmp_path / "speech.wav", 4.0)
+    rec_path, report_path = tmp_path / "rec.wav", tmp_path / "r.json"
+    port = free_udp_port()
+    args = ["-c", "codec", "--play", tmp_path / "speech.wav", "--record", rec_path,
+            "--report", report_path, "--osc", port,
+            "--set", f"audio.samplerate={jack_server.samplerate}"]
+    with _spawn_live(args) as (proc, lines):
+        wait_for_line(lines, proc, "osc: listening on 127.0.0.1:%d" % port)
+        osc = Osc(port)
+        t0 = time.monotonic()
+        sleep_until_stream_s(t0, 1.5)
+        osc.send("/processors/0/kbps", 16.0)
+        osc.send("/processors/0/kbps", 0.5)          # out of range: refused, one line
+        proc.wait(timeout=30)
+        err = _drain(lines)
+    assert proc.returncode == 0, err
+    report = json.loads(report_path.read_text())
+    change, refused = report["controls"]
+    assert change["result"] == "applied" and refused["result"] == "refused"
+    assert "kbps = 0.5: out of range" in refused["reason"]
+    record, _ = sf.read(rec_path, dtype="float32", always_2d=True)
+
+    cfg = load_config("codec", [f"audio.samplerate={jack_server.samplerate}"])
+    engine = Engine.from_config(cfg, blocksize=256, channels=2, samplerate=SR)
+    padded = np.concatenate([play, np.zeros((record.shape[0] - play.shape[0] + 256, 2),
+                                            np.float32)])
+    out = []
+    for i in range(record.shape[0] // 256):
+        if i == change["applied_callback"]:
+            engine.processors[0].kbps = 16.0
+        out.append(engine.process(padded[i * 256:(i + 1) * 256]).copy())
+    offline = np.concatenate(out)
+    n = offline.shape[0]
+    assert np.array_equal(record[:n], offline)
+    assert engine.processors[0].stats()["kbps"] == 16.0
