@@ -196,3 +196,22 @@ def test_a_file_made_with_another_config_or_checkpoint_is_refused(encoded, tmp_p
     assert "checkpoint: file made with sha256" in line
     r = run_cli("decode", made, out, "--overwrite")          # the checkpoint it names
     assert r.returncode == 0, r.stderr
+
+
+def test_decode_output_formats(encoded, tmp_path):
+    flac = tmp_path / "out.flac"
+    r = run_cli("decode", encoded, flac)                      # FLAC holds no float: PCM_24
+    assert r.returncode == 0, r.stderr
+    assert sf.info(flac).subtype == "PCM_24" and sf.info(flac).frames == 72000
+    wav = tmp_path / "out.wav"
+    assert run_cli("decode", encoded, wav).returncode == 0
+    exact, _ = sf.read(wav, dtype="float32")
+    pcm, _ = sf.read(flac, dtype="float32")
+    assert np.abs(pcm - np.clip(exact, -1, 1)).max() <= 2 ** -23 + 1e-9   # rounded to 24 bits
+    line = one_line_error(run_cli("decode", encoded, tmp_path / "x.flac", "--subtype", "float"))
+    assert "--subtype FLOAT: a FLAC file cannot hold it" in line
+    line = one_line_error(run_cli("decode", encoded, tmp_path / "x.ogg"))
+    assert "decode writes lossless files" in line
+    line = one_line_error(run_cli("decode", encoded, tmp_path / "x.wav", "--subtype", "PCM_8"))
+    assert "--subtype PCM_8: unknown" in line
+    assert not any(tmp_path.glob("x.*"))

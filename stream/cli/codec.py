@@ -40,8 +40,9 @@ def encode(config_path, overrides, input, output, kbps, report_path, overwrite):
               help="Override one value of -c's config (repeatable).")
 @click.argument("input")
 @click.argument("output")
-@click.option("--subtype", default="FLOAT", show_default=True, metavar="FLOAT|PCM_24|PCM_16",
-              help="Output sample format (FLOAT keeps the decoder's samples exactly).")
+@click.option("--subtype", default=None, metavar="FLOAT|PCM_24|PCM_16",
+              help="Output sample format (FLOAT keeps the decoder's samples exactly; default: "
+                   "FLOAT where the container holds it, else PCM_24).")
 @click.option("--report", "report_path", default=None, help="Write a JSON report here.")
 @overwrite_option
 @handles_errors

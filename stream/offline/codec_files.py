@@ -20,6 +20,7 @@ import soundfile as sf
 from cosine_host.engine.engine import Engine
 from cosine_host.errors import UserError
 from cosine_host.files import atomic_path
+from cosine_host.models.processors.codec import PacketError
 from cosine_host.offline import bitstream
 from cosine_host.offline.render import CHUNK_FRAMES, _Reader, open_input
 
@@ -176,7 +177,7 @@ def _config_from(info: dict, name: str):
                                        f"({e})") from None
 
 
-def decode_file(input: str, output: str, cfg=None, subtype: str = "FLOAT",
+def decode_file(input: str, output: str, cfg=None, subtype: str | None = None,
                 overwrite: bool = False) -> dict:
     """Decode a .cos bitstream to an audio file of the encoded input's length and rate.
 
@@ -186,12 +187,16 @@ def decode_file(input: str, output: str, cfg=None, subtype: str = "FLOAT",
         cfg: the Config to decode with, or None to use the one in the file's header; either
             way a config or checkpoint that differs from the file's is refused, naming the
             difference.
-        subtype: "FLOAT" (default: the engine's samples exactly), "PCM_24" or "PCM_16"
-            (rounded to nearest, clipped).
+        subtype: "FLOAT" (the engine's samples exactly), "PCM_24" or "PCM_16" (rounded to
+            nearest, clipped); None (default): FLOAT where the container holds it (WAV),
+            else PCM_24.
     Returns:
         A report: input, output, samplerate, channels, samples, packets, packets_missing,
         kbps_file, warnings (a file cut short: how many packets and seconds are missing).
     """
+    container = _container(output)
+    if subtype is None:
+        subtype = "FLOAT" if sf.check_format(container, "FLOAT") else "PCM_24"
     subtype = str(subtype).upper()
     if subtype not in DECODE_SUBTYPES:
         raise UserError(f"--subtype {subtype}: unknown; allowed: {' | '.join(DECODE_SUBTYPES)}")
@@ -204,6 +209,13 @@ def decode_file(input: str, output: str, cfg=None, subtype: str = "FLOAT",
         raise UserError(f"input {input!r} is a folder; give a .cos file") from None
     except OSError as e:
         raise UserError(f"cannot read {input!r}: {e.strerror or e}") from None
+    held = [t for t in DECODE_SUBTYPES if sf.check_format(container, t)]
+    if not held:
+        raise UserError(f"output {output!r}: decode writes lossless files with PCM or float "
+                        f"samples (.wav, .flac, .aiff), not {container}")
+    if subtype not in held:
+        raise UserError(f"--subtype {subtype}: a {container} file cannot hold it; write a .wav "
+                        f"output or choose {' | '.join(held)}")
     stream = bitstream.read(data, input)
     made_cfg = _config_from(stream.info, input)
     if cfg is None:
@@ -234,7 +246,7 @@ def decode_file(input: str, output: str, cfg=None, subtype: str = "FLOAT",
         with atomic_path(output, overwrite=overwrite) as tmp:
             with sf.SoundFile(str(tmp), "w", samplerate=stream.samplerate,
                               channels=stream.channels, subtype=subtype,
-                              format=_container(output)) as sink:
+                              format=container) as sink:
                 for piece in _aligned(engine, (silence[:n] for n in sizes), total):
                     sink.write(piece if converter is None
                                else converter.convert(np.clip(piece, -1.0, 1.0)))
@@ -244,7 +256,7 @@ def decode_file(input: str, output: str, cfg=None, subtype: str = "FLOAT",
                         f"replace it") from None
     except OSError as e:
         raise UserError(f"cannot write {output!r}: {e.strerror or e}") from e
-    except ValueError as e:        # a packet the range decoder cannot read
+    except PacketError as e:       # a packet the range decoder cannot read
         raise UserError(f"{input!r}: {e}; the file is damaged") from None
     warnings = []
     if stream.missing:
