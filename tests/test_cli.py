@@ -11,8 +11,8 @@ from cosine_host.cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMMANDS = [["info"], ["demo"], ["render"], ["devices"], ["live"], ["train"], ["evaluate"],
-            ["presets"], ["latency"], ["latency", "algorithmic"], ["latency", "roundtrip"],
-            ["latency", "bench"]]
+            ["presets"], ["encode"], ["decode"], ["latency"], ["latency", "algorithmic"],
+            ["latency", "roundtrip"], ["latency", "bench"]]
 WITHOUT_CONFIG = (["latency"], ["presets"])     # no -c/--set: a group, and the preset list
 
 
@@ -46,7 +46,7 @@ def test_top_level_help_lists_every_command():
     result = CliRunner().invoke(cli, ["--help"])
     listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines()
               if line.strip()]
-    assert listed == sorted(cli.commands) and len(listed) == 9
+    assert listed == sorted(cli.commands) and len(listed) == 11
 
 
 def test_info_reports_model_and_latency():

@@ -174,8 +174,8 @@ def test_presets_by_name_from_any_folder(tmp_path):
     (tmp_path / "lowpass").write_text("frame: {hop: 128}\n")
     assert load_config(tmp_path / "lowpass").frame.hop == 128
     with pytest.raises(ConfigError, match=r"not found; give an existing YAML file or a preset "
-                                          r"name \(default, low-latency, lowpass, mdct, "
-                                          r"quantize-6bit"):
+                                          r"name \(default, codec, low-latency, lowpass, "
+                                          r"mdct, quantize-6bit"):
         load_config("no-such-preset")
 
 
@@ -185,7 +185,7 @@ def test_presets_command_lists_every_preset_with_its_description():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == ["default", "low-latency", "lowpass", "mdct", "quantize-6bit",
+    assert names == ["default", "codec", "low-latency", "lowpass", "mdct", "quantize-6bit",
                      "sparse-threshold", "sparse-topk"]
     for line, preset in zip(lines, config_module.presets()):
         first = pathlib.Path(preset["path"]).read_text().splitlines()[0]

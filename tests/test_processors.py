@@ -311,7 +311,7 @@ def test_check_spec_fills_defaults():
 
 @pytest.mark.parametrize("spec, message", [
     ({"type": "foo"}, "type = 'foo': unknown processor; allowed: quantize | learned_quantize | "
-                      "band | topk | threshold | package.module:ClassName"),
+                      "band | topk | threshold | codec | package.module:ClassName"),
     ({"bits": 8}, "type: missing; allowed: quantize"),
     ({"type": 3}, "type = 3: not a string"),
     ({"type": "quantize", "bits": "8"}, "bits = '8': not an integer; allowed: an integer in 1..24"),
@@ -427,7 +427,8 @@ def test_empty_chain_is_identity_and_falsy():
 
 def test_registry_names():
     assert P.REGISTRY == {"quantize": Quantize, "learned_quantize": P.LearnedQuantize,
-                          "band": Band, "topk": TopK, "threshold": Threshold}
+                          "band": Band, "topk": TopK, "threshold": Threshold,
+                          "codec": P.Codec}
 
 
 # ----------------------------------------------------------------------------- numpy route

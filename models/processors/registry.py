@@ -34,11 +34,12 @@ import torch
 
 from cosine_host.models.processors.plugins import (PLUGIN_FORM, Chain, Plugin, Processor, _Builtin, _check_db,
                             _check_int, _Checked, check_plugin, construct, plain)
+from cosine_host.models.processors.codec import Codec
 from cosine_host.models.processors.learned_quantize import LearnedQuantize
 from cosine_host.models.processors.quantize import Quantize
 
-__all__ = ["Processor", "Quantize", "LearnedQuantize", "Band", "TopK", "Threshold", "Plugin",
-           "Chain", "REGISTRY", "check_spec", "build", "build_chain"]
+__all__ = ["Processor", "Quantize", "LearnedQuantize", "Codec", "Band", "TopK", "Threshold",
+           "Plugin", "Chain", "REGISTRY", "check_spec", "build", "build_chain"]
 
 
 _ANY_INDEX = 2 ** 31 - 1    # run-time bound for indices; check_spec bounds them by M
@@ -236,7 +237,8 @@ class Threshold(_Mask):
 
 
 REGISTRY: dict[str, type] = {"quantize": Quantize, "learned_quantize": LearnedQuantize,
-                              "band": Band, "topk": TopK, "threshold": Threshold}
+                              "band": Band, "topk": TopK, "threshold": Threshold,
+                              "codec": Codec}
 
 
 # ----------------------------------------------------------------------------- module API

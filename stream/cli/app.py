@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cosine_host.cli import info, lab, latency, live, render, train
+from cosine_host.cli import codec, info, lab, latency, live, render, train
 from cosine_host.cli.base import Cli
 
 
@@ -22,7 +22,7 @@ def cli(debug):
 
 
 for command in (info.info, info.devices, info.presets, live.live, render.render, lab.demo,
-                lab.evaluate, latency.latency, train.train):
+                lab.evaluate, latency.latency, train.train, codec.encode, codec.decode):
     cli.add_command(command)
 
 

@@ -5,9 +5,12 @@ Every setting (a config, or one value of a sweep over a config key) is rendered 
 (cosine_host.lab.metrics). Per quantized setting three bitrates come from the last quantizer of the
 chain (cosine_host.models.processors.registry.Quantize.rates): ``kbps_fixed`` (no entropy coding),
 ``kbps_pooled`` (one histogram for all symbols, the `render` report's ``bitrate_kbps``) and
-``kbps_entropy`` (one model per band of coefficient indices); ``kbps``, the rate a row is compared
-at, is ``kbps_entropy`` for engine rows and the encoded file's bitrate for codec rows
-(cosine_host.lab.codecs, encoded near the engine rows' bitrates of the same input).
+``kbps_entropy`` (one model per band of coefficient indices). A chain with a ``codec``
+processor writes real bytes: its rows carry ``kbps_bytes``, the bytes it produced x 8 per
+second. ``kbps``, the rate a row is compared at, is ``kbps_bytes`` for codec-processor rows,
+``kbps_entropy`` for other engine rows and the encoded file's bitrate for reference-codec rows
+(cosine_host.lab.codecs, encoded near the engine rows' bitrates of the same input; their
+``kbps_bytes`` is that file's bitrate too).
 
 ``at_kbps`` reads every curve (a sweep, a config, a codec; per input) at chosen bitrates: each
 metric interpolated linearly in log kbps between the two rows that bracket the bitrate (None
@@ -36,11 +39,12 @@ from cosine_host.errors import UserError
 from cosine_host.files import atomic_path
 from cosine_host.lab.speech import looks_like_speech
 
-RATE_KEYS = ("kbps", "kbps_fixed", "kbps_pooled", "kbps_entropy")
+RATE_KEYS = ("kbps", "kbps_bytes", "kbps_fixed", "kbps_pooled", "kbps_entropy")
 ROW_KEYS = ("label", "kind", "input", "config", *RATE_KEYS, *metric_lib.NAMES, "notes")
 CONTENTS = ("auto", "speech", "audio")
 
 COLUMNS = [["label", "setting", ""], ["input", "input", ""], ["kbps", "kbps", ".1f"],
+           ["kbps_bytes", "bytes", ".1f"],
            ["kbps_fixed", "fixed", ".1f"], ["kbps_pooled", "pooled", ".1f"],
            ["kbps_entropy", "entropy", ".1f"], ["snr_db", "SNR dB", ".1f"],
            ["si_sdr_db", "SI-SDR", ".1f"], ["lsd_db", "LSD dB", ".2f"],
@@ -135,8 +139,10 @@ def load_inputs(paths, content: str = "auto") -> list[dict]:
 # --- measuring --------------------------------------------------------------------------------
 
 def render_setting(cfg, signal: np.ndarray, samplerate: int) -> tuple[np.ndarray, dict | None]:
-    """(the engine's output aligned with ``signal``, the last quantizer's rates or None)."""
-    from cosine_host.models.processors.registry import Quantize
+    """(the engine's output aligned with ``signal``, the rates or None): the last codec's
+    ``kbps_bytes`` (bytes written) and ``kbps_estimate`` when the chain has a codec, else
+    the last quantizer's Quantize.rates()."""
+    from cosine_host.models.processors.registry import Codec, Quantize
     engine = Engine.from_config(cfg, blocksize=0, channels=signal.shape[1],
                                 samplerate=samplerate)
     total = signal.shape[0]
@@ -151,8 +157,13 @@ def render_setting(cfg, signal: np.ndarray, samplerate: int) -> tuple[np.ndarray
             done += piece.shape[0]
             if done >= total:       # statistics before render_chunks resets the engine
                 break
+        codecs = [p for p in engine.processors if isinstance(p, Codec)]
         quantizers = [p for p in engine.processors if isinstance(p, Quantize)]
-        rates = quantizers[-1].rates() if quantizers else None
+        if codecs:
+            stats = codecs[-1].stats()
+            rates = {"kbps_bytes": stats["kbps_bytes"], "kbps_estimate": stats["kbps_estimate"]}
+        else:
+            rates = quantizers[-1].rates() if quantizers else None
     except UserError:
         raise
     except Exception as e:
@@ -239,8 +250,11 @@ def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
             if rates is None:
                 notes.insert(0, "kbps: no quantizer in the chain, no bitrate")
             else:
-                rates = {**rates, "kbps": rates["kbps_entropy"]}
-                targets.append(rates["kbps"])
+                # a codec row is compared at the bytes it wrote, a quantizer's at its estimate
+                kbps = (rates["kbps_bytes"] if rates.get("kbps_bytes") is not None
+                        else rates["kbps_entropy"])
+                rates = {**rates, "kbps": kbps}
+                targets.append(kbps)
             rows.append(_row(s["label"], "engine", item, s["cfg"].to_dict(), rates, values,
                              notes))
             groups[s["label"]] = s["group"]
@@ -263,7 +277,8 @@ def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
                                                    item["speech"])
                 if note:
                     notes.insert(0, note)
-                rows.append(_row(label, "codec", item, config, {"kbps": kbps}, values, notes))
+                rows.append(_row(label, "codec", item, config,
+                                 {"kbps": kbps, "kbps_bytes": kbps}, values, notes))
                 groups[label] = codec
             step()
     described = [{"name": i["name"], "path": i["path"], "samplerate": i["samplerate"],

@@ -5,8 +5,9 @@ stream's callback): it drains pending controls, picks the engine's input (device
 ``--play`` file or :class:`PlayRecord`'s signal), runs ``engine.process(block, out=outdata)``, hands
 the output to the recorder and stores times and levels in the preallocated
 :class:`cosine_host.live.monitor.CallbackRecorder`. It allocates no arrays (the built-in processors
-run in place, the engine's buffers are preallocated; a pedalboard stage's plugin returns a new array
-per call, its API having no output argument: see tests/test_callback_allocations.py), prints nothing
+run in place, the engine's buffers are preallocated; two exceptions: a pedalboard stage's plugin
+returns a new array per call, its API having no output argument, and the ``codec`` processor's
+range coder works on arrays of its own; see tests/test_callback_allocations.py), prints nothing
 and takes no locks; an exception stops the stream (``CallbackAbort``) and is kept in ``error`` for
 the main thread (stream/live/lifecycle.py) to report.
 """

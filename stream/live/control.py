@@ -13,7 +13,8 @@ Addresses (values as OSC arguments):
 - ``/bypass`` int 0|1, ``/bypass/toggle``: the engine's bypass (dry signal, same latency);
 - ``/processors/<index>/<param>`` value: any parameter of a built-in or plugin processor,
   checked by cosine_host.models.processors.registry.check_spec exactly as the same value in a
-  config; the processor is rebuilt with it (its statistics restart);
+  config; the processor is rebuilt with it (its statistics restart), except for the parameters its
+  class lists in ``LIVE_KEYS`` (the codec's ``kbps``), which are set on the running processor;
 - ``/processors/<index>/enabled`` int 0|1: a disabled processor passes its coefficients on;
 - ``/pre/<index>/<param>``, ``/post/<index>/<param>`` value: a parameter of an effect stage
   (cosine_host.engine.effects; for a vst3 stage, one of its ``parameters``), checked as in a config
@@ -193,6 +194,13 @@ class Controls:
             checked = registry.check_spec(spec, n_coefficients=self.engine.model.m)
         except (ValueError, TypeError) as e:
             raise Refused(f"processors[{i}].{e}") from None
+        current = self._built[i]
+        if param in getattr(type(current), "LIVE_KEYS", ()):
+            # a parameter the processor takes while running (the codec's kbps): set on the
+            # live processor at a block boundary, its state (the coder's models) goes on
+            self.specs[i] = checked
+            value = checked[param]
+            return lambda: setattr(current, param, value)
         try:
             built = registry.build(checked)
             built.to(self.engine.device)

@@ -226,9 +226,11 @@ def render_file(cfg, input: str, output: str, subtype: str | None = None,
         holds), bitrate_kbps (the last quantizer's, all symbols in one entropy model; None without
         one), kbps_entropy (the same quantizer's with one entropy model per band of coefficient
         indices, cosine_host.models.processors.registry.Quantize.rates; None without one),
-        processors, clipped_samples (samples beyond full scale, clipped; always 0 for FLOAT), peak
-        (largest |output| before clipping, full scale = 1.0), nan_samples (non-finite input samples
-        replaced by 0), warnings (one line each for people), device, config_source, config.
+        kbps_bytes (the last codec processor's bytes actually produced x 8 per second, kbit/s;
+        None without one), processors, clipped_samples
+        (samples beyond full scale, clipped; always 0 for FLOAT), peak (largest |output| before
+        clipping, full scale = 1.0), nan_samples (non-finite input samples replaced by 0),
+        warnings (one line each for people), device, config_source, config.
     Raises:
         UserError: unknown subtype/format/dither, missing/unreadable/empty input, an input that
             is all NaN/Inf, bad output path, an existing output without ``overwrite``, or a
@@ -373,6 +375,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
     quantizers = [p for p in final_stats["processors"]
                   if p["type"] in ("quantize", "learned_quantize")]
+    codecs = [p for p in final_stats["processors"] if p["type"] == "codec"]
     seconds_audio = emitted / rate
     return {
         "input": str(input), "output": str(output),
@@ -396,6 +399,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "tags": tags,
         "bitrate_kbps": quantizers[-1]["bitrate_kbps"] if quantizers else None,
         "kbps_entropy": final_rates["kbps_entropy"] if final_rates else None,
+        "kbps_bytes": codecs[-1]["kbps_bytes"] if codecs else None,
         "processors": final_stats["processors"],
         "clipped_samples": clipped, "peak": peak,
         "nan_samples": nan_samples,
@@ -438,6 +442,8 @@ def summary_line(report: dict) -> str:
         parts.append(f"{report['bitrate_kbps']:.1f} kbps")
         if report.get("kbps_entropy") is not None:
             parts.append(f"{report['kbps_entropy']:.1f} kbps with a model per band")
+    if report.get("kbps_bytes") is not None:
+        parts.append(f"{report['kbps_bytes']:.1f} kbps in bytes")
     if report["realtime_factor"] is not None:
         parts.append(f"{report['realtime_factor']:.0f}x real time")
     parts.append(f"latency {report['latency_samples']} samples "
