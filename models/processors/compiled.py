@@ -37,6 +37,17 @@ def _jit(function):
 
 
 @_jit
+def row_peak(x, f, c):
+    """The largest |x[f, c, j]| over j, NaN when any of them is NaN (as torch's amax)."""
+    p = abs(x[f, c, 0])
+    for j in range(1, x.shape[2]):
+        v = abs(x[f, c, j])
+        if v > p or v != v:
+            p = v
+    return p
+
+
+@_jit
 def quantize(x, levels, peak, peak_bits, low, out, counts, bins_of):
     """Quantize each (frame, channel) row of ``x`` with its float16 scale into ``out`` (may be
     ``x``: each value is read before its place is written); count each symbol's bin.
@@ -51,11 +62,7 @@ def quantize(x, levels, peak, peak_bits, low, out, counts, bins_of):
     one, zero = levels / levels, levels - levels      # in x's dtype
     for f in range(frames):
         for c in range(channels):
-            p = abs(x[f, c, 0])
-            for j in range(1, m):
-                v = abs(x[f, c, j])
-                if v > p or v != v:
-                    p = v
+            p = row_peak(x, f, c)
             if not (p == 0 or FLOAT16_NORMAL <= p <= FLOAT16_MAX):
                 return False
             peak[f * channels + c] = p
@@ -112,12 +119,7 @@ def threshold(x, factor, out):
     kept = 0
     for f in range(frames):
         for c in range(channels):
-            p = abs(x[f, c, 0])
-            for j in range(1, m):
-                v = abs(x[f, c, j])
-                if v > p or v != v:
-                    p = v
-            floor = p * factor
+            floor = row_peak(x, f, c) * factor
             for j in range(m):
                 if abs(x[f, c, j]) >= floor:
                     out[f, c, j] = x[f, c, j]

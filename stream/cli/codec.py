@@ -23,13 +23,10 @@ def encode(config_path, overrides, input, output, kbps, report_path, overwrite):
     check_outputs(cfg, [("output", output), ("--report", report_path)], overwrite,
                   inputs=[("input", input)])
     report = encode_file(cfg, input, output, kbps=kbps, overwrite=overwrite)
-    click.echo(f"{input} -> {output}: {report['seconds_audio']:.2f} s, {report['packets']} "
-               f"packets, {report['bytes']} bytes, {report['kbps_file']:.2f} kbps "
-               f"(target {report['kbps']:g}, packets {report['kbps_bytes']:.2f} kbps)")
-    for warning in report["warnings"]:
-        click.echo(f"warning: {warning}", err=True)
-    if report_path:
-        write_json(report_path, report)
+    _finish(report, report_path,
+            f"{input} -> {output}: {report['seconds_audio']:.2f} s, {report['packets']} "
+            f"packets, {report['bytes']} bytes, {report['kbps_file']:.2f} kbps "
+            f"(target {report['kbps']:g}, packets {report['kbps_bytes']:.2f} kbps)")
 
 
 @click.command(epilog=example("python run.py decode speech.cos speech-decoded.wav"))
@@ -53,9 +50,15 @@ def decode(config_path, overrides, input, output, subtype, report_path, overwrit
     check_outputs(cfg, [("output", output), ("--report", report_path)], overwrite,
                   inputs=[("input", input)])
     report = decode_file(input, output, cfg=cfg, subtype=subtype, overwrite=overwrite)
-    click.echo(f"{input} -> {output}: {report['seconds_audio']:.2f} s {report['samplerate']} Hz "
-               f"{report['channels']} ch, {report['packets']} packets, "
-               f"{report['kbps_file']:.2f} kbps")
+    _finish(report, report_path,
+            f"{input} -> {output}: {report['seconds_audio']:.2f} s {report['samplerate']} Hz "
+            f"{report['channels']} ch, {report['packets']} packets, "
+            f"{report['kbps_file']:.2f} kbps")
+
+
+def _finish(report: dict, report_path, line: str) -> None:
+    """The summary line, the report's warnings (stderr) and the --report file."""
+    click.echo(line)
     for warning in report["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     if report_path:
