@@ -61,7 +61,8 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
     file, carry on past bad ones and exit non-zero if any failed.
     """
     from cosine_host.offline.plan import plan_render, render_planned, start_workers
-    workers = start_workers(jobs_option, out_dir, ray_address)   # before torch loads here
+    workers = start_workers(jobs_option, out_dir, ray_address, paths, recursive,
+                            container)                           # before torch loads here
     from cosine_host.offline.audio_io import STDIO
     from cosine_host.offline.render import summary_line
     cfg = load(config_path, overrides)
@@ -71,6 +72,8 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
                        workers_given=jobs_option is not None, ray_address=ray_address,
                        subtype=subtype, dither=dither, samplerate=samplerate, quality=quality,
                        bitrate_mode=bitrate_mode, overwrite=overwrite)
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for s in plan.skipped:
         click.echo(f"skipped: {s['output']} ({s['reason']})", err=True)
 

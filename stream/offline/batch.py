@@ -60,6 +60,26 @@ def parse_jobs(value) -> int:
     return jobs
 
 
+MAX_WORKERS_PER_CORE = 4
+
+
+def check_workers(workers: int, total_cores: int | None = None) -> str | None:
+    """Refuse a worker count past ``MAX_WORKERS_PER_CORE`` x the cores (each worker process loads
+    torch, a few hundred MB, and more workers than cores only take turns on them). Returns a
+    warning (one line) when ``workers`` is above the core count, else None."""
+    total = total_cores or cores()
+    limit = MAX_WORKERS_PER_CORE * total
+    if workers > limit:
+        raise UserError(f"--jobs {workers}: at most {limit} worker processes on this machine "
+                        f"({MAX_WORKERS_PER_CORE} x its {total} cores); more only take turns on "
+                        f"the cores and each loads torch (hundreds of MB). Use --jobs auto "
+                        f"({total})")
+    if workers > total:
+        return (f"--jobs {workers} is more than this machine's {total} cores: the workers "
+                f"take turns on them, so each file renders slower (--jobs auto: {total})")
+    return None
+
+
 def threads_per_worker(workers: int, total: int | None = None) -> int:
     """torch/BLAS threads for each of ``workers`` workers on ``total`` cores (default: this
     machine's): max(1, total // workers)."""
@@ -419,9 +439,17 @@ def _work(conn, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from cosine_host.interrupts import install
     install()
+    stops = {getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)}
     try:
-        limit_torch_threads(threads)
-        import cosine_host.offline.render  # noqa: F401  (torch and the engine, while the driver gets ready)
+        # A stop raised inside torch's import (C++ calling back into Python) aborts the process
+        # with C++ text; held back until the import is done, it raises Terminated here instead.
+        mask = getattr(signal, "pthread_sigmask", lambda how, signals: None)
+        mask(signal.SIG_BLOCK, stops)
+        try:
+            limit_torch_threads(threads)
+            import cosine_host.offline.render  # noqa: F401  (torch and the engine, while the driver gets ready)
+        finally:
+            mask(signal.SIG_UNBLOCK, stops)
         cfg_bytes, options = conn.recv()
         cfg = pickle.loads(cfg_bytes)
         engines = EngineCache(cfg)

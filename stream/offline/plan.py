@@ -21,7 +21,8 @@ class RenderPlan:
     output) to render, ``skipped`` ({"input", "output", "reason"}, --skip-existing), ``reports``
     ({index: path} of --report-dir), the render ``options`` of
     cosine_host.offline.render.render_file,
-    ``out_dir`` (None: one file), ``workers`` (--jobs) and ``ray_address`` (None: no Ray)."""
+    ``out_dir`` (None: one file), ``workers`` (--jobs, at most one per file to render),
+    ``ray_address`` (None: no Ray) and ``warnings`` (lines to show before rendering)."""
     cfg: object
     jobs: list
     todo: list
@@ -32,6 +33,7 @@ class RenderPlan:
     workers: int = 1
     workers_given: bool = False
     ray_address: str | None = None
+    warnings: list = field(default_factory=list)
 
     @property
     def single(self) -> bool:
@@ -39,14 +41,30 @@ class RenderPlan:
         return self.out_dir is None
 
 
-def start_workers(jobs_option, out_dir, ray_address) -> int:
-    """``--jobs`` as a worker count; with --out-dir and more than one worker (no Ray), their
-    processes start now, before this process imports torch and loads the config
-    (cosine_host.offline.batch.prestart)."""
+def start_workers(jobs_option, out_dir, ray_address, paths=(), recursive: bool = False,
+                  container: str | None = None) -> int:
+    """``--jobs`` as a worker count (refused past cosine_host.offline.batch.check_workers's
+    bound); with --out-dir and more than one worker (no Ray), their processes start now, before
+    this process imports torch and loads the config (cosine_host.offline.batch.prestart), but
+    never more than the files that ``paths`` name (none when they are wrong: the plan says
+    why)."""
     workers = batch.parse_jobs(jobs_option)
+    if ray_address is None:
+        batch.check_workers(workers)
     if workers > 1 and out_dir is not None and ray_address is None:
-        batch.prestart(workers)
+        batch.prestart(min(workers, _count_files(paths, out_dir, recursive, container)))
     return workers
+
+
+def _count_files(paths, out_dir, recursive, container) -> int:
+    """How many files a batch of ``paths`` holds (0 when the paths are wrong)."""
+    from cosine_host.offline.audio_io import check_format_option
+    from cosine_host.offline.jobs import plan_jobs
+    try:
+        return len(plan_jobs(list(paths), out_dir, recursive=recursive,
+                             format=check_format_option(container)))
+    except UserError:
+        return 0
 
 
 def plan_render(cfg, paths: list[str], out_dir: str | None = None, *, recursive: bool = False,
@@ -83,8 +101,14 @@ def plan_render(cfg, paths: list[str], out_dir: str | None = None, *, recursive:
     if reports:
         check_outputs([("--report-dir", p) for p in reports.values()], protected, overwrite,
                       made_below=report_dir)
+    warnings = []
+    if ray_address is None and out_dir is not None:
+        workers = max(1, min(workers, len(todo)))       # no worker without a file
+        warning = batch.check_workers(workers)
+        if warning:
+            warnings.append(warning)
     return RenderPlan(cfg, jobs, todo, skipped, options, out_dir, reports, workers,
-                      workers_given, ray_address)
+                      workers_given, ray_address, warnings)
 
 
 def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:

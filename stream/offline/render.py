@@ -270,6 +270,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
     rate = samplerate or in_rate
     input_format, input_subtype, header_frames = source.format, source.subtype, source.frames
     formats.check_rate(fmt, out_subtype, rate, output)
+    formats.check_codec(out_subtype, channels, quality, output)
     # resampled samples lie between the input's integer steps: they count as float
     dither = choose_dither(dither, "FLOAT" if rate != in_rate else input_subtype, out_subtype)
     write_options = audio_io.compression(fmt, out_subtype, quality, bitrate_mode)
@@ -371,6 +372,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                         f"has {emitted} frames")
     if nan_samples:
         warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
+    warnings.extend(formats.codec_notes(out_subtype, channels, output))
     quantizers = [p for p in final_stats["processors"]
                   if p["type"] in ("quantize", "learned_quantize")]
     seconds_audio = emitted / rate

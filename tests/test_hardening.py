@@ -1,0 +1,207 @@
+"""Bad inputs and hard stops: worker counts, stops during worker start-up, bench sizes, what a
+codec cannot encode, YAML 1.1 numbers, truncated inputs, training data out of range.
+
+Real files through soundfile; real `python run.py` subprocesses where the case is a command line.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cosine_host.errors import UserError
+from cosine_host.offline import batch
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TESTS = pathlib.Path(__file__).resolve().parent
+CPU = ["--set", "model.device=cpu"]
+
+
+def noise(frames: int, channels: int, seed: int = 0, level: float = 0.2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(0, level, (frames, channels)), -0.99, 0.99).astype(np.float32)
+
+
+def run_cli(*args: str, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, *CPU],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.strip().splitlines() if line]
+
+
+def leftovers(folder: pathlib.Path) -> list[str]:
+    """Temporary files (cosine_host.files.atomic_path names them .NAME.*) left in ``folder``."""
+    return [str(p) for p in folder.rglob(".*")]
+
+
+# --- --jobs bounds ----------------------------------------------------------------------------
+
+def test_check_workers_warns_above_the_cores_and_refuses_past_four_times():
+    assert batch.check_workers(2, total_cores=2) is None
+    warning = batch.check_workers(3, total_cores=2)
+    assert warning == ("--jobs 3 is more than this machine's 2 cores: the workers take turns "
+                       "on them, so each file renders slower (--jobs auto: 2)")
+    assert batch.check_workers(8, total_cores=2) is not None
+    with pytest.raises(UserError, match=r"^--jobs 9: at most 8 worker processes on this "
+                                        r"machine \(4 x its 2 cores\)"):
+        batch.check_workers(9, total_cores=2)
+
+
+def test_jobs_1000_is_refused_in_one_line_before_any_worker_starts(tmp_path):
+    (tmp_path / "out").mkdir()
+    sf.write(tmp_path / "in.wav", noise(1000, 1), 48000)
+    done = run_cli("render", str(tmp_path / "in.wav"), "--out-dir", str(tmp_path / "out"),
+                   "--jobs", "1000")
+    limit = 4 * batch.cores()
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: --jobs 1000: at most {limit} worker processes on this machine (4 x its "
+        f"{batch.cores()} cores); more only take turns on the cores and each loads torch "
+        f"(hundreds of MB). Use --jobs auto ({batch.cores()})"]
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_workers_are_capped_at_the_files_and_warned_above_the_cores(tmp_path):
+    """--jobs 4 x cores with cores + 1 files: cores + 1 workers (one per file, the rest never
+    start), with a warning that they are more than the cores; with one file, no warning."""
+    cores = batch.cores()
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for i in range(cores + 1):
+        sf.write(src / f"f{i}.wav", noise(4000, 1, i), 48000)
+    done = run_cli("render", str(src), "--out-dir", str(out), "--jobs", str(4 * cores))
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: --jobs {cores + 1} is more than this machine's {cores} "
+                        f"cores: the workers take turns on them, so each file renders slower "
+                        f"(--jobs auto: {cores})"]
+    assert len(list(out.glob("*.wav"))) == cores + 1
+    one = tmp_path / "one"
+    one.mkdir()
+    done = run_cli("render", str(src / "f0.wav"), "--out-dir", str(one), "--jobs",
+                   str(4 * cores))
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr
+
+
+def test_plan_caps_workers_at_the_files_to_render(tmp_path):
+    from cosine_host.config.schema import load_config
+    from cosine_host.offline.plan import plan_render
+    out = tmp_path / "out"
+    out.mkdir()
+    sf.write(tmp_path / "a.wav", noise(1000, 1), 48000)
+    sf.write(tmp_path / "b.wav", noise(1000, 1), 48000)
+    cfg = load_config(overrides=("model.device=cpu",))
+    plan = plan_render(cfg, [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")], str(out),
+                       workers=batch.cores() * 4)
+    assert plan.workers == 2
+
+
+@pytest.mark.parametrize("delay_s", [0.5, 1.5, 3.0])
+def test_sigterm_during_worker_start_up_is_a_clean_stop(tmp_path, delay_s):
+    """SIGTERM while the worker processes are still importing torch (or the driver is): the
+    one-line stop, exit 143, no C++ abort text from a worker, no temporary file left."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for i in range(4):
+        sf.write(src / f"f{i}.wav", noise(3 * 65536, 2, i), 48000, subtype="PCM_16")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    slow = ["--set", 'processors=[{type: "plugins_sleepy:Sleepy", sleep_ms: 300, above: 0}]']
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "render", str(src),
+                             "--out-dir", str(out), "--jobs", "4", *slow, *CPU],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "terminate called" not in stderr and "Traceback" not in stderr, stderr
+    lines = [line for line in error_lines(stderr) if not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: terminated by SIGTERM"), stderr
+    assert leftovers(out) == []
+
+
+# --- latency bench --seconds ------------------------------------------------------------------
+
+def test_bench_seconds_beyond_memory_is_one_line():
+    done = run_cli("latency", "bench", "--blocksizes", "32", "--seconds", "1e9")
+    assert done.returncode == 2
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: --seconds 1e+09: 1500000000000 calls of block size 32 at "
+                               "48000 Hz need 12000.0 GB to hold their times but ")
+    assert lines[0].endswith("GB are available; give fewer seconds (a few seconds give stable "
+                             "percentiles; default 2)")
+
+
+def test_bench_seconds_not_finite_is_refused():
+    from cosine_host.measure.bench import check_seconds
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(UserError, match="give a finite number of audio seconds"):
+            check_seconds(bad, 32, 48000)
+    check_seconds(2.0, 32, 48000, available=1 << 30)
+    with pytest.raises(UserError, match="give fewer seconds"):
+        check_seconds(2.0, 32, 48000, available=1000)
+
+
+def test_bench_table_has_no_empty_note_column_without_an_unavailable_device():
+    from cosine_host.config.schema import load_config
+    from cosine_host.measure import bench
+    cfg = load_config(overrides=("model.device=cpu",))
+    result = bench.bench(cfg, [256], ["cpu"], seconds=0.05)
+    assert "note" not in [c[0] for c in result["table"]["columns"]]
+
+
+# --- what a codec cannot encode ---------------------------------------------------------------
+
+def test_mp3_quality_0_says_what_the_encoder_cannot_do(tmp_path):
+    sf.write(tmp_path / "in.wav", noise(4800, 2), 48000)
+    done = run_cli("render", str(tmp_path / "in.wav"), str(tmp_path / "out.mp3"),
+                   "--quality", "0")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: MPEG_LAYER_III ({str(tmp_path / 'out.mp3')!r}) cannot be encoded at --quality "
+        f"0 (the MP3 encoder has no setting below it); give --quality 0.01 for the smallest "
+        f"MP3"]
+    assert not (tmp_path / "out.mp3").exists() and leftovers(tmp_path) == []
+    done = run_cli("render", str(tmp_path / "in.wav"), str(tmp_path / "out.mp3"),
+                   "--quality", "0.01")
+    assert done.returncode == 0, done.stderr
+
+
+def test_six_channels_to_mp3_says_mp3_is_stereo_at_most(tmp_path):
+    sf.write(tmp_path / "in.wav", noise(4800, 6), 48000)
+    done = run_cli("render", str(tmp_path / "in.wav"), str(tmp_path / "out.mp3"))
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: MPEG_LAYER_III ({str(tmp_path / 'out.mp3')!r}) holds at most 2 channels, not "
+        f"6; write a .wav or .flac file (or mix the input down first)"]
+    assert "free" not in done.stderr
+    assert not (tmp_path / "out.mp3").exists() and leftovers(tmp_path) == []
+
+
+def test_six_channel_opus_notes_the_lfe(tmp_path):
+    sf.write(tmp_path / "in.wav", noise(9600, 6), 48000)
+    out = tmp_path / "out.opus"
+    done = run_cli("render", str(tmp_path / "in.wav"), str(out))
+    assert done.returncode == 0, done.stderr
+    assert (f"warning: {out}: Opus codes 6 channels as 5.1 surround: channel 6 is the LFE, "
+            f"low-passed to bass only; write .flac or .wav to keep it whole") in done.stderr
+    sf.write(tmp_path / "two.wav", noise(9600, 2), 48000)
+    done = run_cli("render", str(tmp_path / "two.wav"), str(tmp_path / "two.opus"))
+    assert done.returncode == 0 and "LFE" not in done.stderr
