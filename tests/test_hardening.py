@@ -205,3 +205,42 @@ def test_six_channel_opus_notes_the_lfe(tmp_path):
     sf.write(tmp_path / "two.wav", noise(9600, 2), 48000)
     done = run_cli("render", str(tmp_path / "two.wav"), str(tmp_path / "two.opus"))
     assert done.returncode == 0 and "LFE" not in done.stderr
+
+
+# --- numbers YAML 1.1 reads as text -----------------------------------------------------------
+
+def test_number_as_text_says_how_to_write_the_number():
+    from cosine_host.errors import number_as_text
+    assert number_as_text("1.0e9") == (" (YAML reads 1.0e9 as text, not a number: write "
+                                       "1.0e+9 or 1000000000)")
+    assert number_as_text("1e3", whole=True) == (" (YAML reads 1e3 as text, not a number: "
+                                                 "write 1000)")
+    assert number_as_text("1e-3") == " (YAML reads 1e-3 as text, not a number: write 1.0e-3)"
+    for not_a_number_as_text in ("loud", "12", "2.5e-7", "inf", 3, 1.5, None, "["):
+        assert number_as_text(not_a_number_as_text) == ""
+
+
+def test_yaml_1_1_numbers_in_a_config_file_are_explained(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("frame:\n  kbd_alpha: 1.0e9\naudio:\n  blocksize: 1e3\n")
+    done = run_cli("info", "--config", str(config))
+    assert done.returncode == 2
+    assert error_lines(done.stderr)[-1].endswith(
+        "(YAML reads 1e3 as text, not a number: write 1000)"), done.stderr
+    config.write_text("frame:\n  kbd_alpha: 1.0e9\n")
+    done = run_cli("info", "--config", str(config))
+    assert done.returncode == 2
+    assert "YAML reads 1.0e9 as text, not a number: write 1.0e+9 or 1000000000" in \
+        error_lines(done.stderr)[-1], done.stderr
+
+
+def test_yaml_1_1_numbers_in_stage_and_processor_entries_are_explained():
+    done = run_cli("info", "--set", "processors=[{type: quantize, bits: 1e1}]")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        "error: processors[0].bits = '1e1': not an integer; allowed: an integer in 1..24 (YAML "
+        "reads 1e1 as text, not a number: write 1.0e+1 or 10)"]
+    done = run_cli("info", "--set", "audio.latency=1e-1")
+    assert error_lines(done.stderr) == [
+        "error: audio.latency = '1e-1': not allowed; allowed: low | high | seconds > 0 (YAML "
+        "reads 1e-1 as text, not a number: write 1.0e-1)"]
