@@ -244,3 +244,54 @@ def test_yaml_1_1_numbers_in_stage_and_processor_entries_are_explained():
     assert error_lines(done.stderr) == [
         "error: audio.latency = '1e-1': not allowed; allowed: low | high | seconds > 0 (YAML "
         "reads 1e-1 as text, not a number: write 1.0e-1)"]
+
+
+# --- train: audio out of range, mixed rates, rd without a rate term ---------------------------
+
+def test_train_on_audio_peaking_at_6e29_names_the_peak(tmp_path):
+    data = noise(8000, 1)
+    data[100, 0] = 6e29
+    sf.write(tmp_path / "loud.wav", data, 48000, subtype="FLOAT")
+    done = run_cli("train", str(tmp_path / "loud.wav"), "--steps", "2", "--out",
+                   str(tmp_path / "m.pt"), "--set", "model.coefficients=256")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: audio file {str(tmp_path / 'loud.wav')!r} peaks at 6e+29, out of range for "
+        f"training (full scale is 1.0; at most 1000 is taken): normalise it to full scale, or "
+        f"leave it out"]
+    assert "learning rate" not in done.stderr and not (tmp_path / "m.pt").exists()
+
+
+def test_train_refuses_mixed_sample_rates_among_files_and_val(tmp_path):
+    sf.write(tmp_path / "a.wav", noise(8000, 1, 1), 48000)
+    sf.write(tmp_path / "b.wav", noise(8000, 1, 2), 44100)
+    sf.write(tmp_path / "v.wav", noise(8000, 1, 3), 16000)
+    done = run_cli("train", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--steps", "2",
+                   "--out", str(tmp_path / "m.pt"), "--set", "model.coefficients=256")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: the audio files have different sample rates: 48000 Hz ({tmp_path / 'a.wav'}), "
+        f"44100 Hz ({tmp_path / 'b.wav'}); training learns at one rate: resample them to one "
+        f"rate first"]
+    done = run_cli("train", str(tmp_path / "a.wav"), "--val", str(tmp_path / "v.wav"),
+                   "--steps", "2", "--out", str(tmp_path / "m.pt"),
+                   "--set", "model.coefficients=256")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: the audio files have different sample rates: 48000 Hz ({tmp_path / 'a.wav'}), "
+        f"16000 Hz ({tmp_path / 'v.wav'}); training learns at one rate: resample them to one "
+        f"rate first"]
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_train_rd_with_rate_weight_0_is_refused(tmp_path):
+    sf.write(tmp_path / "a.wav", noise(8000, 1, 1), 48000)
+    done = run_cli("train", str(tmp_path / "a.wav"), "--steps", "2", "--out",
+                   str(tmp_path / "m.pt"), "--objective", "rd",
+                   "--set", "processors=[{type: learned_quantize}]")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        "error: --objective rd with --rate-weight 0 has no rate term: nothing holds the bitrate "
+        "down while the quantizer's steps learn; give --rate-weight LAMBDA > 0 (e.g. 0.01; "
+        "larger: fewer bits), or use --objective mse"]
+    assert not (tmp_path / "m.pt").exists()
