@@ -295,3 +295,66 @@ def test_train_rd_with_rate_weight_0_is_refused(tmp_path):
         "down while the quantizer's steps learn; give --rate-weight LAMBDA > 0 (e.g. 0.01; "
         "larger: fewer bits), or use --objective mse"]
     assert not (tmp_path / "m.pt").exists()
+
+
+# --- truncated inputs -------------------------------------------------------------------------
+
+def test_truncated_wav_warns_how_much_its_header_promised(tmp_path):
+    sf.write(tmp_path / "full.wav", noise(48000, 2), 48000, subtype="PCM_16")
+    data = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:44 + 4 * 30000])       # 30000 frames of 48000
+    assert sf.info(tmp_path / "cut.wav").frames == 30000
+    done = run_cli("render", str(tmp_path / "cut.wav"), str(tmp_path / "out.wav"))
+    assert done.returncode == 0, done.stderr
+    assert (f"warning: {tmp_path / 'cut.wav'}: its header promises 48000 frames but the file "
+            f"holds 30000: 18000 frames (0.375 s) missing (truncated file); rendered what is "
+            f"there") in done.stderr.splitlines()
+    assert sf.info(tmp_path / "out.wav").frames == 30000
+    done = run_cli("render", str(tmp_path / "full.wav"), str(tmp_path / "out2.wav"))
+    assert done.returncode == 0 and "warning" not in done.stderr
+
+
+def test_promised_frames_reads_the_data_chunk_size(tmp_path):
+    from cosine_host.offline.riff import promised_frames
+    for subtype, fmt in (("PCM_24", "WAV"), ("FLOAT", "WAV"), ("PCM_16", "WAVEX")):
+        sf.write(tmp_path / "a.wav", noise(1235, 3), 44100, subtype=subtype, format=fmt)
+        assert promised_frames(str(tmp_path / "a.wav")) == 1235
+    sf.write(tmp_path / "a.flac", noise(1235, 3), 44100)
+    assert promised_frames(str(tmp_path / "a.flac")) is None
+    (tmp_path / "short.wav").write_bytes(b"RIFF\x00")
+    assert promised_frames(str(tmp_path / "short.wav")) is None
+
+
+def decodable_frames(path) -> int:
+    """Frames a decoder gives reading 256 at a time from the start, until it fails."""
+    frames = 0
+    with sf.SoundFile(path) as f:
+        while True:
+            try:
+                chunk = f.read(256)
+            except sf.SoundFileError:
+                return frames
+            if not len(chunk):
+                return frames
+            frames += len(chunk)
+
+
+def test_truncated_flac_renders_as_far_as_the_decoder_goes(tmp_path):
+    from cosine_host.config.schema import load_config
+    from cosine_host.offline.render import CHUNK_FRAMES, render_file
+    full = tmp_path / "full.flac"
+    sf.write(full, noise(4 * CHUNK_FRAMES, 2), 48000, subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    decodable = decodable_frames(cut)
+    assert decodable % CHUNK_FRAMES > 1024      # a whole chunk read would lose these
+    cfg = load_config(overrides=("model.device=cpu",))
+    report = render_file(cfg, str(cut), str(tmp_path / "out.wav"))
+    assert report["frames"] >= decodable - 1024
+    assert sf.info(tmp_path / "out.wav").frames == report["frames"]
+    assert report["frames_missing"] == 4 * CHUNK_FRAMES - report["frames"]
+    assert any("truncated file" in w for w in report["warnings"])
+    out = sf.read(tmp_path / "out.wav", dtype="float32")[0]
+    ref = sf.read(full, dtype="float32", frames=report["frames"])[0]
+    assert np.abs(out - ref).max() < 1e-3          # the identity chain: the same samples

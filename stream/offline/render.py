@@ -99,20 +99,14 @@ class _Reader:
 
     def chunks(self):
         """float32 (frames, channels) chunks, non-finite samples set to 0."""
-        source = self.source
-        while self.frames_read < source.frames:
-            try:
-                # read() returns only what was decoded (blocks() would pad a short read with
-                # stale memory), so a file shorter than its header shows as a short read
-                chunk = source.read(min(self.chunk_frames, source.frames - self.frames_read),
-                                    dtype="float32", always_2d=True)
-            except sf.SoundFileError as e:
-                self.stop_reason = _reason(e)
-                break
-            if chunk.shape[0] == 0:
-                break
+        # read() returns only what was decoded (blocks() would pad a short read with stale
+        # memory), so a file shorter than its header shows as a short read
+        errors = []
+        for chunk in readback.decoded_chunks(self.source, self.chunk_frames, errors):
             self.frames_read += chunk.shape[0]
             yield _finite(chunk, self)
+        if errors:
+            self.stop_reason = _reason(errors[0])
         if self.frames_read == 0:
             raise UserError(f"cannot read any audio from {self.name!r}"
                             + (f" ({self.stop_reason})" if self.stop_reason else "")
@@ -370,6 +364,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                         + (f" ({reader.stop_reason})" if reader.stop_reason else "")
                         + f": {reader.missing} frames missing (truncated file); the output "
                         f"has {emitted} frames")
+    warnings.extend(_cut_short(source_path, input, input_format, header_frames, in_rate))
     if nan_samples:
         warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
     warnings.extend(formats.codec_notes(out_subtype, channels, output))
@@ -405,6 +400,19 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "device": str(engine.device),
         "config_source": cfg.source, "config": cfg.to_dict(),
     }
+
+
+def _cut_short(path: str, name: str, input_format: str, frames: int, rate: int) -> list[str]:
+    """A warning (one line) when ``path``, a WAV, holds fewer ``frames`` than its header's data
+    size promises (libsndfile counts the frames present, so a truncated WAV reads whole)."""
+    from cosine_host.offline.riff import promised_frames
+    promised = promised_frames(path) if input_format in ("WAV", "WAVEX") else None
+    if promised is None or promised <= frames:
+        return []
+    missing = promised - frames
+    return [f"{name}: its header promises {promised} frames but the file holds {frames}: "
+            f"{missing} frames ({missing / rate:.3f} s) missing (truncated file); rendered "
+            f"what is there"]
 
 
 def _quantizer_rates(engine) -> dict | None:
