@@ -358,3 +358,46 @@ def test_truncated_flac_renders_as_far_as_the_decoder_goes(tmp_path):
     out = sf.read(tmp_path / "out.wav", dtype="float32")[0]
     ref = sf.read(full, dtype="float32", frames=report["frames"])[0]
     assert np.abs(out - ref).max() < 1e-3          # the identity chain: the same samples
+
+
+# --- batch: the --report summary survives a stop ----------------------------------------------
+
+def test_sigterm_mid_batch_writes_the_report_of_what_finished(tmp_path):
+    import json
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for i in range(6):
+        sf.write(src / f"f{i}.wav", noise(3 * 65536, 2, i), 48000, subtype="PCM_16")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    slow = ["--set", 'processors=[{type: "plugins_sleepy:Sleepy", sleep_ms: 300, above: 0}]']
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "render", str(src),
+                             "--out-dir", str(out), "--jobs", "2", "--report", str(report),
+                             *slow, *CPU],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("f*.wav")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the batch never got going"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert error_lines(stderr) == [
+        "error: terminated by SIGTERM; outputs finished so far are complete; run again with "
+        f"--skip-existing to render the rest; --report {str(report)!r} lists what finished and "
+        "what is left"], stderr
+    summary = json.loads(report.read_text())
+    finished = sorted(p.name for p in out.glob("f*.wav"))
+    assert 1 <= len(finished) < 6
+    assert sorted(pathlib.Path(r["output"]).name for r in summary["rendered"]) == finished
+    assert summary["failed"] == [] and summary["stopped"] == "terminated by SIGTERM"
+    assert sorted(pathlib.Path(r["output"]).name for r in summary["not_rendered"]) == sorted(
+        {f"f{i}.wav" for i in range(6)} - set(finished))
+    assert leftovers(tmp_path) == []

@@ -99,8 +99,15 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
         else:
             click.echo(f"failed: {outcome['input']}: {outcome['error']}", err=True)
 
-    with progress_display("render") as progress:
-        summary = render_planned(plan, on_outcome=show, progress=progress)
+    try:
+        with progress_display("render") as progress:
+            summary = render_planned(plan, on_outcome=show, progress=progress)
+    except KeyboardInterrupt as e:
+        if report_path and getattr(e, "summary", None) is not None:
+            write_json(report_path, e.summary)      # what finished, and what is left
+            e.note = (f"{e.note}; --report {report_path!r} lists what finished and what "
+                      f"is left")
+        raise
     if "ray" in summary:
         ray = summary["ray"]
         click.echo(f"ray: {ray['actors']} actors at {ray['address']}, ready in "

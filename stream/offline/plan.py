@@ -119,7 +119,9 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
     ``on_outcome(outcome)`` for each (cosine_host.offline.batch.render_one), ``progress(done,
     total, note)`` in files, and returns the summary {"rendered": [reports], "skipped",
     "failed": [{"input", "output", "error"}], "ray" (when on Ray)}. A stop (KeyboardInterrupt,
-    SIGTERM) propagates with a note on how to finish the batch.
+    SIGTERM) propagates with a note on how to finish the batch and, as its ``summary``, the
+    summary of the files finished so far plus "stopped" (what stopped it) and "not_rendered"
+    ([{"input", "output"}] of the files left).
     """
     from cosine_host.files import write_json_atomic
     from cosine_host.offline import render as rendering
@@ -129,8 +131,10 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
         source, target = plan.jobs[0]
         return rendering.render_file(plan.cfg, source, target, progress=progress, **plan.options)
     state = {"files": 0, "seconds": 0.0}
+    finished_outcomes = []
 
     def finished(outcome: dict) -> None:
+        finished_outcomes.append(outcome)
         report = outcome.get("report")
         if report is not None and outcome["index"] in plan.reports:
             path = plan.reports[outcome["index"]]
@@ -154,13 +158,26 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
             outcomes = batch.run(plan.cfg, plan.todo, plan.options, plan.workers,
                                  on_outcome=finished)
     except KeyboardInterrupt as e:
+        from cosine_host.interrupts import describe
+        stopped = describe(e)[0]
         e.note = ("outputs finished so far are complete; run again with --skip-existing to "
                   "render the rest")
+        done = {o["index"] for o in finished_outcomes}
+        e.summary = {**_summary(plan, sorted(finished_outcomes, key=lambda o: o["index"])),
+                     "stopped": stopped,
+                     "not_rendered": [{"input": source, "output": target}
+                                      for index, source, target in plan.todo
+                                      if index not in done]}
         raise
-    summary = {"rendered": [o["report"] for o in outcomes if "report" in o],
-               "skipped": plan.skipped,
-               "failed": [{"input": o["input"], "output": o["output"], "error": o["error"]}
-                          for o in outcomes if "error" in o]}
+    summary = _summary(plan, outcomes)
     if ray_info:
         summary["ray"] = ray_info
     return summary
+
+
+def _summary(plan: RenderPlan, outcomes: list[dict]) -> dict:
+    """A batch's summary of ``outcomes`` (see ``render_planned``)."""
+    return {"rendered": [o["report"] for o in outcomes if "report" in o],
+            "skipped": plan.skipped,
+            "failed": [{"input": o["input"], "output": o["output"], "error": o["error"]}
+                       for o in outcomes if "error" in o]}
