@@ -401,3 +401,42 @@ def test_sigterm_mid_batch_writes_the_report_of_what_finished(tmp_path):
     assert sorted(pathlib.Path(r["output"]).name for r in summary["not_rendered"]) == sorted(
         {f"f{i}.wav" for i in range(6)} - set(finished))
     assert leftovers(tmp_path) == []
+
+
+# --- small ones -------------------------------------------------------------------------------
+
+def test_a_nan_osc_value_is_logged_as_nan_not_null():
+    import json
+    from cosine_host.config.schema import load_config
+    from cosine_host.engine.engine import Engine
+    from cosine_host.live.control import Controls
+    cfg = load_config(overrides=("model.device=cpu",
+                                 "processors=[{type: quantize, bits: 6}]"))
+    controls = Controls(Engine.from_config(cfg), cfg, time.perf_counter_ns())
+    entry = controls.handle("/processors/0/bits", (float("nan"),))
+    assert entry["result"] == "refused" and entry["value"] == "nan"
+    entry = controls.handle("/processors/0/bits", (float("-inf"), 3))
+    assert entry["value"] == ["-inf", 3]
+    written = json.loads(json.dumps(controls.report(), allow_nan=False))
+    assert [e["value"] for e in written] == ["nan", ["-inf", 3]]
+
+
+def test_a_huge_peak_is_printed_in_a_few_digits(tmp_path):
+    data = noise(4800, 1)
+    data[1000, 0] = 1e30
+    sf.write(tmp_path / "in.wav", data, 48000, subtype="FLOAT")
+    done = run_cli("render", str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
+                   "--subtype", "PCM_16")
+    assert done.returncode == 0, done.stderr
+    assert "samples clipped (peak 1e+30; " in done.stdout, done.stdout
+    assert "000000000000" not in done.stdout
+
+
+@pytest.mark.parametrize("command", [["render"], ["train"], ["latency", "bench"],
+                                     ["latency", "roundtrip"], ["live"], ["evaluate"], ["demo"]])
+def test_help_names_paths_and_lists_not_text(command):
+    from click.testing import CliRunner
+    from cosine_host.cli import cli
+    result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert " TEXT " not in result.output, result.output

@@ -14,13 +14,14 @@ from cosine_host.cli.display import progress_display
                               "'processors=[{type: quantize, bits: 6}]'"))
 @config_options
 @click.argument("paths", nargs=-1, required=True, metavar="INPUT [OUTPUT] | INPUT... --out-dir DIR")
-@click.option("--out-dir", default=None, help="Render every INPUT (files or folders) into DIR.")
+@click.option("--out-dir", default=None, metavar="DIR",
+              help="Render every INPUT (files or folders) into DIR.")
 @click.option("--recursive", "-r", is_flag=True,
               help="With --out-dir: also render the subfolders of folder INPUTs, mirrored in DIR.")
 @click.option("--format", "container", default=None, metavar="wav|flac|aiff|ogg|opus|mp3|...",
               help="Output container where the name cannot say it (needed for OUTPUT '-'; "
                    "with --out-dir it sets every output's extension).")
-@click.option("--report", "report_path", default=None,
+@click.option("--report", "report_path", default=None, metavar="FILE",
               help="Write a JSON report here (one file) or a summary of all files (--out-dir).")
 @click.option("--report-dir", default=None, metavar="DIR",
               help="With --out-dir: one JSON report per rendered output, mirrored below DIR "

@@ -44,7 +44,8 @@ def cores() -> int:
 
 
 def parse_jobs(value) -> int:
-    """``--jobs``: a whole number >= 1, or "auto" (= ``cores()``). Default (None): 1."""
+    """``--jobs``: a whole number >= 1, or "auto" (= ``cores()``; a batch too small to gain
+    then gets 1, ``auto_workers``). Default (None): 1."""
     if value is None:
         return 1
     text = str(value).strip().lower()
@@ -78,6 +79,18 @@ def check_workers(workers: int, total_cores: int | None = None) -> str | None:
         return (f"--jobs {workers} is more than this machine's {total} cores: the workers "
                 f"take turns on them, so each file renders slower (--jobs auto: {total})")
     return None
+
+
+AUTO_MIN_AUDIO_S = 600.0
+"""``--jobs auto`` renders a batch of less audio than this (seconds, all files) in one process:
+below it a worker's start-up (a new interpreter importing torch) costs more than the files it
+takes over save (benchmarks/batch.py; numbers in benchmarks/README.md)."""
+
+
+def auto_workers(cores_available: int, audio_seconds: float) -> int:
+    """The worker count of ``--jobs auto`` for a batch of ``audio_seconds``: 1 below
+    ``AUTO_MIN_AUDIO_S``, else ``cores_available`` (the pool takes no more than the files)."""
+    return 1 if audio_seconds < AUTO_MIN_AUDIO_S else cores_available
 
 
 def threads_per_worker(workers: int, total: int | None = None) -> int:
@@ -447,7 +460,8 @@ def _work(conn, threads: int) -> None:
         mask(signal.SIG_BLOCK, stops)
         try:
             limit_torch_threads(threads)
-            import cosine_host.offline.render  # noqa: F401  (torch and the engine, while the driver gets ready)
+            # torch and the engine, while the driver gets ready
+            import cosine_host.offline.render  # noqa: F401
         finally:
             mask(signal.SIG_UNBLOCK, stops)
         cfg_bytes, options = conn.recv()

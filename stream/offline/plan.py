@@ -44,27 +44,43 @@ class RenderPlan:
 def start_workers(jobs_option, out_dir, ray_address, paths=(), recursive: bool = False,
                   container: str | None = None) -> int:
     """``--jobs`` as a worker count (refused past cosine_host.offline.batch.check_workers's
-    bound); with --out-dir and more than one worker (no Ray), their processes start now, before
-    this process imports torch and loads the config (cosine_host.offline.batch.prestart), but
-    never more than the files that ``paths`` name (none when they are wrong: the plan says
-    why)."""
+    bound; auto: cosine_host.offline.batch.auto_workers for the batch's audio); with --out-dir
+    and more than one worker (no Ray), their processes start now, before this process imports
+    torch and loads the config (cosine_host.offline.batch.prestart), but never more than the
+    files that ``paths`` name (none when they are wrong: the plan says why)."""
     workers = batch.parse_jobs(jobs_option)
     if ray_address is None:
         batch.check_workers(workers)
     if workers > 1 and out_dir is not None and ray_address is None:
-        batch.prestart(min(workers, _count_files(paths, out_dir, recursive, container)))
+        sources = _sources(paths, out_dir, recursive, container)
+        if str(jobs_option).strip().lower() == "auto":
+            workers = batch.auto_workers(workers, _audio_seconds(sources))
+        batch.prestart(min(workers, len(sources)))
     return workers
 
 
-def _count_files(paths, out_dir, recursive, container) -> int:
-    """How many files a batch of ``paths`` holds (0 when the paths are wrong)."""
+def _sources(paths, out_dir, recursive, container) -> list[str]:
+    """The input files of a batch of ``paths`` (none when the paths are wrong: the plan says
+    why)."""
     from cosine_host.offline.audio_io import check_format_option
     from cosine_host.offline.jobs import plan_jobs
     try:
-        return len(plan_jobs(list(paths), out_dir, recursive=recursive,
-                             format=check_format_option(container)))
+        return [source for source, _ in plan_jobs(list(paths), out_dir, recursive=recursive,
+                                                  format=check_format_option(container))]
     except UserError:
-        return 0
+        return []
+
+
+def _audio_seconds(sources: list[str]) -> float:
+    """The audio seconds the headers of ``sources`` promise (unreadable files count 0)."""
+    import soundfile as sf
+    seconds = 0.0
+    for source in sources:
+        try:
+            seconds += sf.info(source).duration
+        except Exception:       # a bad file fails in its render, with its own message
+            pass
+    return seconds
 
 
 def plan_render(cfg, paths: list[str], out_dir: str | None = None, *, recursive: bool = False,

@@ -460,6 +460,9 @@ def summary_line(report: dict) -> str:
         else:
             hint = (f"{report['format']} has no float samples: lower the gain, or write a .wav "
                     f"with --subtype FLOAT to keep them")
+        peak = report["peak"]
+        # a float input can peak anywhere up to 3.4e38: 1e+30, not 31 digits
+        peak_text = f"{peak:.2f}" if peak < 1e4 else f"{peak:.3g}"
         parts.append(f"warning: {report['clipped_samples']} samples clipped (peak "
-                     f"{report['peak']:.2f}; {hint})")
+                     f"{peak_text}; {hint})")
     return ", ".join(parts)
