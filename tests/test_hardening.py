@@ -440,3 +440,17 @@ def test_help_names_paths_and_lists_not_text(command):
     result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert " TEXT " not in result.output, result.output
+
+
+def test_non_ascii_tags_to_mp3_warn_that_id3v1_garbles_them(tmp_path):
+    with sf.SoundFile(tmp_path / "in.flac", "w", 48000, 2) as f:
+        f.title, f.artist = "Café – 東京", "Bjork"
+        f.write(noise(4800, 2))
+    done = run_cli("render", str(tmp_path / "in.flac"), str(tmp_path / "out.mp3"))
+    assert done.returncode == 0, done.stderr
+    assert (f"warning: {tmp_path / 'out.mp3'}: MP3 tags are written as ID3v1 (Latin-1, 30 bytes "
+            f"a field): title holds non-ASCII or longer text that other players show garbled or "
+            f"cut; write .flac, .ogg or .opus to keep them, or retag the MP3"
+            ) in done.stderr.splitlines(), done.stderr
+    done = run_cli("render", str(tmp_path / "in.flac"), str(tmp_path / "out.ogg"))
+    assert done.returncode == 0 and "ID3v1" not in done.stderr

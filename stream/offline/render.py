@@ -368,6 +368,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
     if nan_samples:
         warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
     warnings.extend(formats.codec_notes(out_subtype, channels, output))
+    warnings.extend(audio_io.tag_notes(fmt, tags, output))
     quantizers = [p for p in final_stats["processors"]
                   if p["type"] in ("quantize", "learned_quantize")]
     seconds_audio = emitted / rate
