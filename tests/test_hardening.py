@@ -454,3 +454,57 @@ def test_non_ascii_tags_to_mp3_warn_that_id3v1_garbles_them(tmp_path):
             ) in done.stderr.splitlines(), done.stderr
     done = run_cli("render", str(tmp_path / "in.flac"), str(tmp_path / "out.ogg"))
     assert done.returncode == 0 and "ID3v1" not in done.stderr
+
+
+# --- --jobs auto ------------------------------------------------------------------------------
+
+def test_auto_workers_pick_one_for_a_small_batch_or_a_busy_machine():
+    assert batch.auto_workers(4, batch.AUTO_MIN_AUDIO_S - 1, load=0.0) == 1
+    assert batch.auto_workers(4, batch.AUTO_MIN_AUDIO_S, load=0.0) == 4
+    assert batch.auto_workers(4, 10 * batch.AUTO_MIN_AUDIO_S, load=2.2) == 2
+    assert batch.auto_workers(2, 10 * batch.AUTO_MIN_AUDIO_S, load=3.0) == 1
+    assert batch.auto_workers(2, 10 * batch.AUTO_MIN_AUDIO_S, load=0.3) == 2
+
+
+def test_jobs_auto_on_a_small_batch_starts_no_worker(tmp_path):
+    from cosine_host.offline.plan import start_workers
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(3):
+        sf.write(tmp_path / f"f{i}.wav", noise(4800, 1, i), 48000)
+    paths = [str(tmp_path / f"f{i}.wav") for i in range(3)]
+    assert start_workers("auto", str(out), None, paths) == 1
+    assert batch._prestarted == []
+
+
+# --- non-finite output ------------------------------------------------------------------------
+
+def test_a_stage_that_makes_inf_is_counted_and_named_not_written(tmp_path):
+    pytest.importorskip("pedalboard")
+    sf.write(tmp_path / "in.wav", noise(9600, 1), 48000, subtype="FLOAT")
+    done = run_cli("render", str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
+                   "--set", "post=[{type: pedalboard.Gain, gain_db: 1000}]")
+    assert done.returncode == 0, done.stderr
+    assert "RuntimeWarning" not in done.stderr
+    notes = [line for line in done.stderr.splitlines() if "NaN/Inf samples" in line]
+    assert len(notes) == 1, done.stderr
+    assert notes[0].startswith(f"warning: {tmp_path / 'in.wav'}: the engine's output held ")
+    assert ("samples, written as 0: the chain (post[0] pedalboard.Gain) made them from "
+            "finite input (peak 0.") in notes[0]
+    assert notes[0].endswith("); check its gains and parameters")
+    assert np.isfinite(sf.read(tmp_path / "out.wav")[0]).all()
+
+
+def test_input_near_the_float32_limit_names_the_overflow(tmp_path):
+    data = noise(9600, 1)
+    data[3000:3100, 0] = 3e38
+    sf.write(tmp_path / "in.wav", data, 48000, subtype="FLOAT")
+    done = run_cli("render", str(tmp_path / "in.wav"), str(tmp_path / "out.wav"))
+    assert done.returncode == 0, done.stderr
+    assert "RuntimeWarning" not in done.stderr
+    notes = [line for line in done.stderr.splitlines() if "NaN/Inf samples" in line]
+    assert len(notes) == 1, done.stderr
+    assert notes[0].endswith("written as 0: the input's values near float32's limit (peak "
+                             "3e+38; the limit is 3.4e+38) overflow in the transform; scale "
+                             "the input down"), notes[0]
+    assert np.isfinite(sf.read(tmp_path / "out.wav")[0]).all()

@@ -81,16 +81,25 @@ def check_workers(workers: int, total_cores: int | None = None) -> str | None:
     return None
 
 
-AUTO_MIN_AUDIO_S = 600.0
+AUTO_MIN_AUDIO_S = 900.0
 """``--jobs auto`` renders a batch of less audio than this (seconds, all files) in one process:
 below it a worker's start-up (a new interpreter importing torch) costs more than the files it
 takes over save (benchmarks/batch.py; numbers in benchmarks/README.md)."""
 
 
-def auto_workers(cores_available: int, audio_seconds: float) -> int:
+def auto_workers(cores_available: int, audio_seconds: float, load: float | None = None) -> int:
     """The worker count of ``--jobs auto`` for a batch of ``audio_seconds``: 1 below
-    ``AUTO_MIN_AUDIO_S``, else ``cores_available`` (the pool takes no more than the files)."""
-    return 1 if audio_seconds < AUTO_MIN_AUDIO_S else cores_available
+    ``AUTO_MIN_AUDIO_S``, else one per core that other work leaves free (``load``: the
+    1-minute load average, default os.getloadavg's; cores busy elsewhere make more workers
+    slower than one), at least 1 and at most ``cores_available``."""
+    if audio_seconds < AUTO_MIN_AUDIO_S:
+        return 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):     # no load average on this platform
+            load = 0.0
+    return max(1, min(cores_available, round(cores_available - load)))
 
 
 def threads_per_worker(workers: int, total: int | None = None) -> int:

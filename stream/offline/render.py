@@ -286,6 +286,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
     signal_energy = error_energy = 0.0
     clipped = 0
     peak = 0.0
+    made_nonfinite, nonfinite_input_peak = 0, 0.0     # of the engine's output, set to 0
     emitted = 0
     final_stats = None
     started = time.perf_counter()
@@ -307,6 +308,11 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                     if piece.shape[0] == 0:
                         break
                     reference = held.take(piece.shape[0])
+                    if not np.isfinite(piece).all():
+                        piece, count = _zero_nonfinite(piece)
+                        made_nonfinite += count
+                        nonfinite_input_peak = max(nonfinite_input_peak,
+                                                   float(np.abs(reference).max()))
                     magnitude = np.abs(piece)
                     peak = max(peak, float(magnitude.max()))
                     # integers: rounded, clipped and counted by the converter, from the
@@ -364,6 +370,9 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                         + (f" ({reader.stop_reason})" if reader.stop_reason else "")
                         + f": {reader.missing} frames missing (truncated file); the output "
                         f"has {emitted} frames")
+    if made_nonfinite:
+        warnings.append(_nonfinite_output_note(cfg, input, made_nonfinite,
+                                               nonfinite_input_peak))
     warnings.extend(_cut_short(source_path, input, input_format, header_frames, in_rate))
     if nan_samples:
         warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
@@ -401,6 +410,34 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "device": str(engine.device),
         "config_source": cfg.source, "config": cfg.to_dict(),
     }
+
+
+FLOAT32_CLOSE_TO_MAX = 1e30
+"""An input peak above this is near float32's limit (3.4e38): the transform's sums of such
+samples can overflow to Inf."""
+
+
+def _zero_nonfinite(piece: np.ndarray) -> tuple[np.ndarray, int]:
+    """(``piece`` with NaN/Inf samples set to 0, how many there were)."""
+    finite = np.isfinite(piece)
+    return np.where(finite, piece, np.float32(0)), int(finite.size - np.count_nonzero(finite))
+
+
+def _nonfinite_output_note(cfg, name: str, count: int, input_peak: float) -> str:
+    """The warning (one line) for ``count`` NaN/Inf samples the engine made from finite input
+    (written as 0): what made them, by the input's peak and the config's chain."""
+    if input_peak > FLOAT32_CLOSE_TO_MAX:
+        cause = (f"the input's values near float32's limit (peak {input_peak:.3g}; the limit "
+                 f"is 3.4e+38) overflow in the transform; scale the input down")
+    else:
+        chain = [f"{where}[{i}] {spec['type']}" for where in ("pre", "processors", "post")
+                 for i, spec in enumerate(getattr(cfg, where))]
+        cause = (f"the chain ({', '.join(chain)}) made them from finite input (peak "
+                 f"{input_peak:.3g}); check its gains and parameters" if chain else
+                 f"the transform made them from finite input (peak {input_peak:.3g}); check "
+                 f"model.checkpoint")
+    return (f"{name}: the engine's output held {count} NaN/Inf samples, written as 0: "
+            f"{cause}")
 
 
 def _cut_short(path: str, name: str, input_format: str, frames: int, rate: int) -> list[str]:
