@@ -508,3 +508,27 @@ def test_input_near_the_float32_limit_names_the_overflow(tmp_path):
                              "3e+38; the limit is 3.4e+38) overflow in the transform; scale "
                              "the input down"), notes[0]
     assert np.isfinite(sf.read(tmp_path / "out.wav")[0]).all()
+
+
+# --- NaN input: the rule of render for live --play ---------------------------------------------
+
+def test_play_file_with_some_nan_counts_and_warns(tmp_path):
+    from cosine_host.live import playback
+    data = noise(4800, 2)
+    data[10:20, 0] = np.nan
+    data[30, 1] = np.inf
+    sf.write(tmp_path / "some.wav", data, 48000, subtype="FLOAT")
+    signal, info = playback.load(str(tmp_path / "some.wav"), 48000, 2)
+    assert np.isfinite(signal).all() and info["nan_samples"] == 11
+    assert info["warnings"] == [f"--play {tmp_path / 'some.wav'}: 11 NaN/Inf samples were "
+                                f"replaced by 0"]
+
+
+def test_play_file_of_nothing_but_nan_is_refused_in_one_line(tmp_path):
+    sf.write(tmp_path / "nan.wav", np.full((4800, 1), np.nan, np.float32), 48000,
+             subtype="FLOAT")
+    done = run_cli("live", "--play", str(tmp_path / "nan.wav"), "--duration", "1")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: --play {str(tmp_path / 'nan.wav')!r}: every sample is NaN or Inf: nothing to "
+        f"play; check how the file was made"]
