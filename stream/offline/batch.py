@@ -87,19 +87,45 @@ below it a worker's start-up (a new interpreter importing torch) costs more than
 takes over save (benchmarks/batch.py; numbers in benchmarks/README.md)."""
 
 
-def auto_workers(cores_available: int, audio_seconds: float, load: float | None = None) -> int:
+def auto_workers(cores_available: int, audio_seconds: float, busy: float | None = None) -> int:
     """The worker count of ``--jobs auto`` for a batch of ``audio_seconds``: 1 below
-    ``AUTO_MIN_AUDIO_S``, else one per core that other work leaves free (``load``: the
-    1-minute load average, default os.getloadavg's; cores busy elsewhere make more workers
-    slower than one), at least 1 and at most ``cores_available``."""
+    ``AUTO_MIN_AUDIO_S``, else one per core that other work leaves free (``busy``: cores busy
+    now, default ``busy_cores()``; with the cores taken elsewhere, more workers are slower
+    than one), at least 1 and at most ``cores_available``."""
     if audio_seconds < AUTO_MIN_AUDIO_S:
         return 1
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):     # no load average on this platform
-            load = 0.0
-    return max(1, min(cores_available, round(cores_available - load)))
+    if busy is None:
+        busy = busy_cores()
+    return max(1, min(cores_available, round(cores_available - busy)))
+
+
+BUSY_SAMPLE_S = 0.2
+"""How long ``busy_cores`` watches the machine (seconds)."""
+
+
+def busy_cores(interval_s: float = BUSY_SAMPLE_S) -> float:
+    """Cores busy with other work now: the non-idle share of all CPU time in /proc/stat over
+    ``interval_s`` (this process sleeps meanwhile), times the CPU count. 0.0 where /proc/stat
+    is missing. (The load average would count the previous command's own workers for a
+    minute after they ended.)"""
+    import time
+
+    def ticks():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)       # idle + iowait
+        return sum(values), idle
+
+    try:
+        total0, idle0 = ticks()
+        time.sleep(interval_s)
+        total1, idle1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    if total1 <= total0:
+        return 0.0
+    share = 1.0 - (idle1 - idle0) / (total1 - total0)
+    return max(0.0, share) * (os.cpu_count() or 1)
 
 
 def threads_per_worker(workers: int, total: int | None = None) -> int:

@@ -134,10 +134,12 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
     total)`` in samples. A batch: writes each file's --report-dir report as it finishes, calls
     ``on_outcome(outcome)`` for each (cosine_host.offline.batch.render_one), ``progress(done,
     total, note)`` in files, and returns the summary {"rendered": [reports], "skipped",
-    "failed": [{"input", "output", "error"}], "ray" (when on Ray)}. A stop (KeyboardInterrupt,
+    "failed": [{"input", "output", "error"}], "ray" (when on Ray), else "workers" (the worker
+    count that rendered them)}. A stop (KeyboardInterrupt,
     SIGTERM) propagates with a note on how to finish the batch and, as its ``summary``, the
     summary of the files finished so far plus "stopped" (what stopped it) and "not_rendered"
-    ([{"input", "output"}] of the files left).
+    ([{"input", "output"}] of the files not reported finished: one whose worker completed it
+    as the stop came may exist complete, and --skip-existing skips it).
     """
     from cosine_host.files import write_json_atomic
     from cosine_host.offline import render as rendering
@@ -188,6 +190,8 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
     summary = _summary(plan, outcomes)
     if ray_info:
         summary["ray"] = ray_info
+    else:
+        summary["workers"] = max(1, min(plan.workers, len(plan.todo)))
     return summary
 
 
