@@ -152,18 +152,20 @@ def main() -> None:
                              "wall_s": result["wall_s"], "files_s": files_s,
                              "audio_s": audio_s, "ratio": audio_s / base[1],
                              "startup_s": result["startup_s"],
-                             "busy_cores": result["busy_cores"]})
+                             "busy_cores": result["busy_cores"],
+                             "workers": result["report"].get("workers")})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     head = (f"{'set':<16} {'mode':<9} {'wall s':>8} {'files/s':>8} {'audio s/s':>10} "
-            f"{'x jobs 1':>8} {'busy cores':>10} {'ray start s':>11}")
+            f"{'x jobs 1':>8} {'workers':>7} {'busy cores':>10} {'ray start s':>11}")
     print(head)
     print("-" * len(head))
     for r in rows:
         start = "-" if r["startup_s"] is None else f"{r['startup_s']:.1f}"
         cores = "-" if r["busy_cores"] is None else f"{r['busy_cores']:.2f}"
+        workers = "-" if r["workers"] is None else str(r["workers"])
         print(f"{r['set']:<16} {r['mode']:<9} {r['wall_s']:8.1f} {r['files_s']:8.2f} "
-              f"{r['audio_s']:10.1f} {r['ratio']:8.2f} {cores:>10} {start:>11}")
+              f"{r['audio_s']:10.1f} {r['ratio']:8.2f} {workers:>7} {cores:>10} {start:>11}")
     # the 1-minute average at the end counts this benchmark's own renders of the last minute
     print(f"load average at end: {os.getloadavg()[0]:.2f} (this benchmark's renders included)")
 

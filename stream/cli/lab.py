@@ -11,7 +11,7 @@ from cosine_host.cli.display import echo_table, progress_display
 
 @click.command(epilog=example("python run.py demo --out-dir demo-out"))
 @config_options
-@click.option("--out-dir", default="demo-out", show_default=True,
+@click.option("--out-dir", default="demo-out", show_default=True, metavar="DIR",
               help="Folder for the test material, the renders and their reports.")
 @overwrite_option
 @handles_errors
@@ -48,9 +48,9 @@ def demo(config_path, overrides, out_dir, overwrite):
 @click.option("--content", type=click.Choice(["auto", "speech", "audio"]), default="auto",
               show_default=True, help="Whether the inputs are speech (PESQ and STOI apply "
                                       "to speech only); auto: a rough check per file.")
-@click.option("--json", "json_path", default=None, help="Write the rows as JSON.")
-@click.option("--csv", "csv_path", default=None, help="Write the rows as CSV.")
-@click.option("--plot", "plot_path", default=None,
+@click.option("--json", "json_path", default=None, metavar="FILE", help="Write the rows as JSON.")
+@click.option("--csv", "csv_path", default=None, metavar="FILE", help="Write the rows as CSV.")
+@click.option("--plot", "plot_path", default=None, metavar="FILE",
               help="Write a PNG of quality against kbps (needs matplotlib).")
 @click.option("--plot-metrics", default=None, metavar="NAME,...",
               help="Panels of --plot (default: pesq,visqol,snr_db).")

@@ -36,9 +36,10 @@ def _load_checked(config_path, overrides, json_path, plot_path, overwrite):
 
 
 def latency_options(fn):
-    fn = click.option("--plot", "plot_path", default=None,
+    fn = click.option("--plot", "plot_path", default=None, metavar="FILE",
                       help="Write a PNG plot here (needs matplotlib: pip install '.[plots]').")(fn)
-    fn = click.option("--json", "json_path", default=None, help="Write the results as JSON.")(fn)
+    fn = click.option("--json", "json_path", default=None, metavar="FILE",
+                      help="Write the results as JSON.")(fn)
     return config_options(overwrite_option(fn))
 
 
@@ -46,6 +47,7 @@ def latency_options(fn):
                                                "--blocksizes 1,32,64,100,256,441 --json alg.json"))
 @latency_options
 @click.option("--blocksizes", default="1,32,64,100,256,441,512,1024,4096,0", show_default=True,
+              metavar="N,N,...",
               help="Comma-separated block sizes; 0 = varying block sizes.")
 @handles_errors
 def latency_algorithmic(config_path, overrides, json_path, plot_path, overwrite, blocksizes):
@@ -61,8 +63,10 @@ def latency_algorithmic(config_path, overrides, json_path, plot_path, overwrite,
 @latency.command("roundtrip", epilog=example("python run.py latency roundtrip --jack-loopback "
                                              "--repeats 5"))
 @latency_options
-@click.option("-i", "--input-device", default=None, help="Input device: index or part of its name.")
-@click.option("-o", "--output-device", default=None, help="Output device: index or part of its name.")
+@click.option("-i", "--input-device", default=None, metavar="INDEX|NAME",
+              help="Input device: index or part of its name.")
+@click.option("-o", "--output-device", default=None, metavar="INDEX|NAME",
+              help="Output device: index or part of its name.")
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Sweeps played; the delay is reported per sweep and as their median.")
 @click.option("--bypass", is_flag=True, help="Measure the dry path (same engine latency).")
@@ -84,8 +88,9 @@ def latency_roundtrip(config_path, overrides, json_path, plot_path, overwrite, i
                                          "--device cpu,cuda --seconds 2"))
 @latency_options
 @click.option("--blocksizes", default="32,64,128,256,512,1024", show_default=True,
+              metavar="N,N,...",
               help="Comma-separated block sizes.")
-@click.option("--device", "devices", default="cpu", show_default=True,
+@click.option("--device", "devices", default="cpu", show_default=True, metavar="cpu,cuda",
               help="Comma-separated torch devices: cpu, cuda.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=2.0,
               show_default=True, help="Audio seconds processed per block size and device.")

@@ -14,13 +14,14 @@ from cosine_host.cli.display import progress_display
                               "'processors=[{type: quantize, bits: 6}]'"))
 @config_options
 @click.argument("paths", nargs=-1, required=True, metavar="INPUT [OUTPUT] | INPUT... --out-dir DIR")
-@click.option("--out-dir", default=None, help="Render every INPUT (files or folders) into DIR.")
+@click.option("--out-dir", default=None, metavar="DIR",
+              help="Render every INPUT (files or folders) into DIR.")
 @click.option("--recursive", "-r", is_flag=True,
               help="With --out-dir: also render the subfolders of folder INPUTs, mirrored in DIR.")
 @click.option("--format", "container", default=None, metavar="wav|flac|aiff|ogg|opus|mp3|...",
               help="Output container where the name cannot say it (needed for OUTPUT '-'; "
                    "with --out-dir it sets every output's extension).")
-@click.option("--report", "report_path", default=None,
+@click.option("--report", "report_path", default=None, metavar="FILE",
               help="Write a JSON report here (one file) or a summary of all files (--out-dir).")
 @click.option("--report-dir", default=None, metavar="DIR",
               help="With --out-dir: one JSON report per rendered output, mirrored below DIR "
@@ -61,7 +62,8 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
     file, carry on past bad ones and exit non-zero if any failed.
     """
     from cosine_host.offline.plan import plan_render, render_planned, start_workers
-    workers = start_workers(jobs_option, out_dir, ray_address)   # before torch loads here
+    workers = start_workers(jobs_option, out_dir, ray_address, paths, recursive,
+                            container)                           # before torch loads here
     from cosine_host.offline.audio_io import STDIO
     from cosine_host.offline.render import summary_line
     cfg = load(config_path, overrides)
@@ -71,6 +73,8 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
                        workers_given=jobs_option is not None, ray_address=ray_address,
                        subtype=subtype, dither=dither, samplerate=samplerate, quality=quality,
                        bitrate_mode=bitrate_mode, overwrite=overwrite)
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for s in plan.skipped:
         click.echo(f"skipped: {s['output']} ({s['reason']})", err=True)
 
@@ -96,8 +100,15 @@ def render(config_path, overrides, paths, out_dir, recursive, container, report_
         else:
             click.echo(f"failed: {outcome['input']}: {outcome['error']}", err=True)
 
-    with progress_display("render") as progress:
-        summary = render_planned(plan, on_outcome=show, progress=progress)
+    try:
+        with progress_display("render") as progress:
+            summary = render_planned(plan, on_outcome=show, progress=progress)
+    except KeyboardInterrupt as e:
+        if report_path and getattr(e, "summary", None) is not None:
+            write_json(report_path, e.summary)      # what finished, and what is left
+            e.note = (f"{e.note}; --report {report_path!r} lists what finished and what "
+                      f"is left")
+        raise
     if "ray" in summary:
         ray = summary["ray"]
         click.echo(f"ray: {ray['actors']} actors at {ray['address']}, ready in "

@@ -19,15 +19,15 @@ from cosine_host.cli.display import progress_display
               help="Segments per step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2,
               show_default=True, help="Learning rate of the gains (frequencies get their own).")
-@click.option("--out", "out_path", default="model.pt", show_default=True,
+@click.option("--out", "out_path", default="model.pt", show_default=True, metavar="FILE",
               help="Checkpoint to write (use it with --set model.checkpoint=PATH).")
-@click.option("--val", "val_path", default=None,
+@click.option("--val", "val_path", default=None, metavar="FILE",
               help="Audio file for validation SNR (default: a held-out part of AUDIO).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the segment sampler and the held-out split.")
-@click.option("--log", "log_path", default=None,
+@click.option("--log", "log_path", default=None, metavar="FILE",
               help="Write the loss log as CSV, one line per step as training goes.")
-@click.option("--plot", "plot_path", default=None,
+@click.option("--plot", "plot_path", default=None, metavar="FILE",
               help="Write a PNG of the loss curve (needs matplotlib).")
 @click.option("--save-every", type=click.IntRange(min=1), default=None, metavar="STEPS",
               help="Also write the checkpoint every STEPS steps (the best one so far).")

@@ -12,7 +12,7 @@ import math
 from typing import Any, Callable
 
 from cosine_host.engine import windows
-from cosine_host.errors import UserError
+from cosine_host.errors import UserError, number_as_text
 
 
 class ConfigError(UserError, ValueError):
@@ -23,7 +23,8 @@ def integer(lo=None, hi=None) -> Callable[[str, Any], int]:
     """A check for an integer (not a bool) from ``lo`` to ``hi`` inclusive (None: no bound)."""
     def check(key, v):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{key} = {v!r}: must be an integer{_range_text(lo, hi)}")
+            raise ConfigError(f"{key} = {v!r}: must be an integer{_range_text(lo, hi)}"
+                              f"{number_as_text(v, whole=True)}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise ConfigError(f"{key} = {v!r}: out of range; allowed: an integer{_range_text(lo, hi)}")
         return v
@@ -41,7 +42,8 @@ def _range_text(lo, hi) -> str:
 def positive_seconds(key, v):
     """A finite number of seconds > 0, as float."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ConfigError(f"{key} = {v!r}: must be a number of seconds > 0")
+        raise ConfigError(f"{key} = {v!r}: must be a number of seconds > 0"
+                          f"{number_as_text(v)}")
     return float(v)
 
 
@@ -67,7 +69,8 @@ def latency(key, v):
     if v in ("low", "high"):
         return v
     if isinstance(v, str):
-        raise ConfigError(f"{key} = {v!r}: not allowed; allowed: low | high | seconds > 0")
+        raise ConfigError(f"{key} = {v!r}: not allowed; allowed: low | high | seconds > 0"
+                          f"{number_as_text(v)}")
     return positive_seconds(key, v)
 
 
@@ -82,7 +85,7 @@ def kbd_alpha(key, v):
     """The kbd window's alpha (Kaiser beta = pi alpha): a finite number > 0, as float."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
         raise ConfigError(f"{key} = {v!r}: must be a number > 0 (4 by default, as AAC's long "
-                          f"blocks; larger narrows the main lobe less)")
+                          f"blocks; larger narrows the main lobe less){number_as_text(v)}")
     return float(v)
 
 
@@ -106,8 +109,19 @@ def check_list(key: str, specs, example: str, check, errors, sep: str = "") -> t
         try:
             checked.append(check(spec))
         except errors as e:
-            raise ConfigError(f"{key}[{i}]{sep}{e}") from None
+            raise ConfigError(f"{key}[{i}]{sep}{e}{_text_number_in(spec, str(e))}") from None
     return tuple(checked)
+
+
+def _text_number_in(spec, message: str) -> str:
+    """The number_as_text hint for the first value of the entry ``spec`` that ``message``
+    quotes and that YAML read as text (entries are checked where the hint is not known)."""
+    values = spec.values() if isinstance(spec, dict) else ()
+    for value in values:
+        hint = number_as_text(value)
+        if hint and repr(value) in message and hint not in message:
+            return hint
+    return ""
 
 
 def hop_suggestion(n: int, window: str) -> str:

@@ -94,7 +94,9 @@ def _set_parameter(plugin, name: str, value, where: str) -> None:
     elif isinstance(current, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value):
-            raise EffectError(f"{where} = {value!r}: must be a finite number")
+            from cosine_host.errors import number_as_text
+            raise EffectError(f"{where} = {value!r}: must be a finite number"
+                              f"{number_as_text(value)}")
     try:
         setattr(plugin, name, value)
     except (ValueError, TypeError, RuntimeError) as e:

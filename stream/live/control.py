@@ -34,6 +34,7 @@ Times are seconds from the stream's start.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 
@@ -121,8 +122,9 @@ class Controls:
     def handle(self, address: str, args: tuple) -> dict:
         """Check one message and queue its change (or answer it); returns its log entry."""
         self.release()
+        logged = [_loggable(a) for a in args]
         entry = {"address": address,
-                 "value": args[0] if len(args) == 1 else (list(args) if args else None),
+                 "value": logged[0] if len(logged) == 1 else (logged or None),
                  "received_s": self.seconds(time.perf_counter_ns()), "result": "pending"}
         self.log.append(entry)
         try:
@@ -311,6 +313,14 @@ class Controls:
     def last(self) -> dict | None:
         """The latest entry (for the panel)."""
         return self.log[-1] if self.log else None
+
+
+def _loggable(value):
+    """``value`` as the report keeps it: a NaN or infinite float as its text ("nan", "inf",
+    "-inf"), which JSON would otherwise write as null; anything else as it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
 
 
 def _args_text(args) -> str:

@@ -23,10 +23,12 @@ def map_channels(signal: np.ndarray, channels: int) -> np.ndarray:
 
 
 def load(path: str, samplerate: int, channels: int) -> tuple[np.ndarray, dict]:
-    """The file as float32 (frames, channels) at ``samplerate`` Hz, and what was done to it.
+    """The file as float32 (frames, channels) at ``samplerate`` Hz, and what was done to it
+    (``nan_samples``: NaN/Inf samples replaced by 0, and ``warnings``, one line each).
 
     Raises:
-        UserError: the file is missing, unreadable or empty (one line, what to do).
+        UserError: the file is missing, unreadable, empty or all NaN/Inf (one line, what to
+            do).
     """
     from cosine_host.offline.render import open_input
     from cosine_host.offline.resample import resample_chunks
@@ -35,9 +37,19 @@ def load(path: str, samplerate: int, channels: int) -> tuple[np.ndarray, dict]:
         data = source.read(dtype="float32", always_2d=True)
     if data.shape[0] == 0:
         raise UserError(f"--play {path!r}: no audio could be read; repair or re-export it")
-    data = np.where(np.isfinite(data), data, np.float32(0))
+    # the rule of `render`: NaN/Inf samples count and become 0; a file of nothing else is refused
+    finite = np.isfinite(data)
+    nonfinite = int(finite.size - np.count_nonzero(finite))
+    if nonfinite == finite.size:
+        raise UserError(f"--play {path!r}: every sample is NaN or Inf: nothing to play; check "
+                        f"how the file was made")
+    warnings = []
+    if nonfinite:
+        data = np.where(finite, data, np.float32(0))
+        warnings.append(f"--play {path}: {nonfinite} NaN/Inf samples were replaced by 0")
     info = {"path": path, "file_samplerate": int(rate), "file_channels": int(data.shape[1]),
-            "file_frames": int(data.shape[0]), "resampled": None}
+            "file_frames": int(data.shape[0]), "resampled": None, "nan_samples": nonfinite,
+            "warnings": warnings}
     if rate != samplerate:
         data = np.concatenate(list(resample_chunks([data], rate, samplerate, data.shape[1])))
         info["resampled"] = {"from_hz": int(rate), "to_hz": int(samplerate)}

@@ -93,6 +93,8 @@ class LiveSession(StreamLife):
             from cosine_host.live import playback
             self._play_signal, self._play_info = playback.load(play, self.samplerate,
                                                                self.channels)
+            for warning in self._play_info["warnings"]:
+                _stderr_line(f"warning: {warning}")
         if record is not None:
             from cosine_host.live import recorder
             recorder.check_path(record)

@@ -63,6 +63,7 @@ def bench(cfg, blocksizes: list[int], devices: list[str], seconds: float = 2.0,
         raise UserError("bench needs fixed block sizes > 0 (a budget is blocksize / samplerate); "
                         "drop 0 from --blocksizes")
     sr, channels = cfg.audio.samplerate, cfg.audio.channels
+    check_seconds(seconds, min(blocksizes, default=1), sr)
     rng = np.random.default_rng(0)
     problems = {name: _device_problem(name) for name in devices}
     rows, safe = [], {}
@@ -88,8 +89,9 @@ def bench(cfg, blocksizes: list[int], devices: list[str], seconds: float = 2.0,
                ("budget_ms", "budget ms", ".3f"), ("p50_ms", "p50", ".3f"),
                ("p95_ms", "p95", ".3f"), ("p99_ms", "p99", ".3f"), ("max_ms", "max", ".3f"),
                ("mean_ms", "mean", ".3f"), ("p99_pct_of_budget", "p99 %budget", ".1f"),
-               ("safe_text", "p99 < budget/2", ""), ("latency_ms", "latency ms", ".2f"),
-               ("note", "", "")]
+               ("safe_text", "p99 < budget/2", ""), ("latency_ms", "latency ms", ".2f")]
+    if any(r["note"] for r in rows):        # only an unavailable device has a note
+        columns.append(("note", "note", ""))
     status = {name: {"available": p is None, "reason": p} for name, p in problems.items()}
     return {"devices": status, "smallest_safe_blocksize": safe, "blocksizes": list(blocksizes),
             "rows": rows, "samplerate": sr, "channels": channels, "seconds": seconds,
@@ -97,6 +99,31 @@ def bench(cfg, blocksizes: list[int], devices: list[str], seconds: float = 2.0,
             "synthesis_size": cfg.frame.synthesis_samples, "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "safe_fraction_of_budget": SAFE_BUDGET_FRACTION, "table": table(columns, rows)}
+
+
+TIMING_BYTES_PER_CALL = 8
+"""Memory per timed call: one int64 time in ns."""
+
+
+def check_seconds(seconds: float, blocksize: int, samplerate: int,
+                  available: int | None = None) -> None:
+    """Refuse ``seconds`` (audio seconds per (device, B)) that is not finite or whose timing
+    array (``TIMING_BYTES_PER_CALL`` per call of the smallest ``blocksize``) would not fit in
+    ``available`` bytes (None: cosine_host.config.memory.memory_available_bytes(); no check
+    when unknown): a one-line UserError saying what to give instead."""
+    from cosine_host.config.memory import memory_available_bytes
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UserError(f"--seconds {seconds}: give a finite number of audio seconds > 0 "
+                        f"(default 2)")
+    calls = math.ceil(seconds * samplerate / blocksize)
+    need = calls * TIMING_BYTES_PER_CALL
+    if available is None:
+        available = memory_available_bytes()
+    if available is not None and need > available / 2:
+        raise UserError(f"--seconds {seconds:g}: {calls} calls of block size {blocksize} at "
+                        f"{samplerate} Hz need {need / 1e9:.1f} GB to hold their times but "
+                        f"{available / 1e9:.1f} GB are available; give fewer seconds (a few "
+                        f"seconds give stable percentiles; default 2)")
 
 
 def _bench_one(cfg, device: str, blocksize: int, seconds: float, rng) -> dict:

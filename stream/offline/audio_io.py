@@ -113,6 +113,25 @@ def copy_tags(source: sf.SoundFile, sink: sf.SoundFile) -> None:
             setattr(sink, name, value)
 
 
+ID3V1_FIELD_BYTES = 30
+"""libsndfile writes an MP3's tags as ID3v1: Latin-1 text, 30 bytes a field (it stores the
+UTF-8 bytes as they are, so other players show non-ASCII text garbled)."""
+
+
+def tag_notes(fmt: str, tags: dict[str, str], path: str) -> list[str]:
+    """A warning (one line) when an MP3's ``tags`` (as written) hold text that ID3v1 cannot:
+    non-ASCII characters or more than ``ID3V1_FIELD_BYTES`` bytes."""
+    if fmt != "MP3":
+        return []
+    bad = [name for name, value in tags.items()
+           if not value.isascii() or len(value.encode("utf-8")) > ID3V1_FIELD_BYTES]
+    if not bad:
+        return []
+    return [f"{path}: MP3 tags are written as ID3v1 (Latin-1, {ID3V1_FIELD_BYTES} bytes a "
+            f"field): {', '.join(bad)} {'holds' if len(bad) == 1 else 'hold'} non-ASCII or longer text that other players show "
+            f"garbled or cut; write .flac, .ogg or .opus to keep them, or retag the MP3"]
+
+
 def written_tags(path: str) -> dict[str, str]:
     """The string tags a written file holds, e.g. {"title": "Take 3", "artist": "..."}."""
     try:

@@ -44,7 +44,8 @@ def cores() -> int:
 
 
 def parse_jobs(value) -> int:
-    """``--jobs``: a whole number >= 1, or "auto" (= ``cores()``). Default (None): 1."""
+    """``--jobs``: a whole number >= 1, or "auto" (= ``cores()``; a batch too small to gain
+    then gets 1, ``auto_workers``). Default (None): 1."""
     if value is None:
         return 1
     text = str(value).strip().lower()
@@ -58,6 +59,73 @@ def parse_jobs(value) -> int:
         raise UserError(f"--jobs {value!r}: give a whole number of worker processes >= 1, or "
                         f"auto (this machine's {cores()} cores)")
     return jobs
+
+
+MAX_WORKERS_PER_CORE = 4
+
+
+def check_workers(workers: int, total_cores: int | None = None) -> str | None:
+    """Refuse a worker count past ``MAX_WORKERS_PER_CORE`` x the cores (each worker process loads
+    torch, a few hundred MB, and more workers than cores only take turns on them). Returns a
+    warning (one line) when ``workers`` is above the core count, else None."""
+    total = total_cores or cores()
+    limit = MAX_WORKERS_PER_CORE * total
+    if workers > limit:
+        raise UserError(f"--jobs {workers}: at most {limit} worker processes on this machine "
+                        f"({MAX_WORKERS_PER_CORE} x its {total} cores); more only take turns on "
+                        f"the cores and each loads torch (hundreds of MB). Use --jobs auto "
+                        f"({total})")
+    if workers > total:
+        return (f"--jobs {workers} is more than this machine's {total} cores: the workers "
+                f"take turns on them, so each file renders slower (--jobs auto: {total})")
+    return None
+
+
+AUTO_MIN_AUDIO_S = 900.0
+"""``--jobs auto`` renders a batch of less audio than this (seconds, all files) in one process:
+below it a worker's start-up (a new interpreter importing torch) costs more than the files it
+takes over save (benchmarks/batch.py; numbers in benchmarks/README.md)."""
+
+
+def auto_workers(cores_available: int, audio_seconds: float, busy: float | None = None) -> int:
+    """The worker count of ``--jobs auto`` for a batch of ``audio_seconds``: 1 below
+    ``AUTO_MIN_AUDIO_S``, else one per core that other work leaves free (``busy``: cores busy
+    now, default ``busy_cores()``; with the cores taken elsewhere, more workers are slower
+    than one), at least 1 and at most ``cores_available``."""
+    if audio_seconds < AUTO_MIN_AUDIO_S:
+        return 1
+    if busy is None:
+        busy = busy_cores()
+    return max(1, min(cores_available, round(cores_available - busy)))
+
+
+BUSY_SAMPLE_S = 0.2
+"""How long ``busy_cores`` watches the machine (seconds)."""
+
+
+def busy_cores(interval_s: float = BUSY_SAMPLE_S) -> float:
+    """Cores busy with other work now: the non-idle share of all CPU time in /proc/stat over
+    ``interval_s`` (this process sleeps meanwhile), times the CPU count. 0.0 where /proc/stat
+    is missing. (The load average would count the previous command's own workers for a
+    minute after they ended.)"""
+    import time
+
+    def ticks():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)       # idle + iowait
+        return sum(values), idle
+
+    try:
+        total0, idle0 = ticks()
+        time.sleep(interval_s)
+        total1, idle1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    if total1 <= total0:
+        return 0.0
+    share = 1.0 - (idle1 - idle0) / (total1 - total0)
+    return max(0.0, share) * (os.cpu_count() or 1)
 
 
 def threads_per_worker(workers: int, total: int | None = None) -> int:
@@ -419,9 +487,18 @@ def _work(conn, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from cosine_host.interrupts import install
     install()
+    stops = {getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)}
     try:
-        limit_torch_threads(threads)
-        import cosine_host.offline.render  # noqa: F401  (torch and the engine, while the driver gets ready)
+        # A stop raised inside torch's import (C++ calling back into Python) aborts the process
+        # with C++ text; held back until the import is done, it raises Terminated here instead.
+        mask = getattr(signal, "pthread_sigmask", lambda how, signals: None)
+        mask(signal.SIG_BLOCK, stops)
+        try:
+            limit_torch_threads(threads)
+            # torch and the engine, while the driver gets ready
+            import cosine_host.offline.render  # noqa: F401
+        finally:
+            mask(signal.SIG_UNBLOCK, stops)
         cfg_bytes, options = conn.recv()
         cfg = pickle.loads(cfg_bytes)
         engines = EngineCache(cfg)

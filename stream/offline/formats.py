@@ -94,6 +94,40 @@ def check_rate(fmt: str, subtype: str, samplerate: int, path: str) -> None:
                         f"--samplerate {best}, or write a .wav or .flac file")
 
 
+# channels a codec holds: LAME (MP3) stereo at most; Ogg's channel mapping 255 (libvorbis
+# crashes on more)
+MAX_CHANNELS = {"MPEG_LAYER_I": 2, "MPEG_LAYER_II": 2, "MPEG_LAYER_III": 2, "OPUS": 255,
+                "VORBIS": 255}
+# libsndfile's LAME setting for compression level 1.0 fails ("Garbled error message");
+# 0.0001 is the lowest --quality that encodes
+MPEG_MIN_QUALITY = 1e-4
+
+
+def check_codec(subtype: str, channels: int, quality: float | None, path: str) -> None:
+    """Refuse what a codec cannot encode, before anything is rendered: more channels than it
+    holds (``MAX_CHANNELS``), or --quality 0 for MP3 (below ``MPEG_MIN_QUALITY``)."""
+    most = MAX_CHANNELS.get(subtype)
+    if most is not None and channels > most:
+        raise UserError(f"{subtype} ({path!r}) holds at most {most} channels, not {channels}; "
+                        f"write a .wav or .flac file (or mix the input down first)")
+    if (subtype.startswith("MPEG_LAYER") and quality is not None
+            and quality < MPEG_MIN_QUALITY):
+        raise UserError(f"{subtype} ({path!r}) cannot be encoded at --quality {quality:g} (the "
+                        f"MP3 encoder has no setting below it); give --quality 0.01 for the "
+                        f"smallest MP3")
+
+
+def codec_notes(subtype: str, channels: int, path: str) -> list[str]:
+    """Warnings about what a codec does to the channels (one line each): Opus with 6 or 8
+    channels codes them as 5.1/7.1 surround, whose last channel (the LFE) it low-passes."""
+    if subtype == "OPUS" and channels in (6, 8):
+        layout = "5.1" if channels == 6 else "7.1"
+        return [f"{path}: Opus codes {channels} channels as {layout} surround: channel "
+                f"{channels} is the LFE, low-passed to bass only; write .flac or .wav to keep "
+                f"it whole"]
+    return []
+
+
 def audio_bytes(subtype: str, frames: int, channels: int) -> int:
     """Bytes of sample data (compressed formats: the uncompressed size, an upper bound)."""
     return frames * channels * SUBTYPE_BYTES.get(subtype, 4)

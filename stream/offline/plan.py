@@ -21,7 +21,8 @@ class RenderPlan:
     output) to render, ``skipped`` ({"input", "output", "reason"}, --skip-existing), ``reports``
     ({index: path} of --report-dir), the render ``options`` of
     cosine_host.offline.render.render_file,
-    ``out_dir`` (None: one file), ``workers`` (--jobs) and ``ray_address`` (None: no Ray)."""
+    ``out_dir`` (None: one file), ``workers`` (--jobs, at most one per file to render),
+    ``ray_address`` (None: no Ray) and ``warnings`` (lines to show before rendering)."""
     cfg: object
     jobs: list
     todo: list
@@ -32,6 +33,7 @@ class RenderPlan:
     workers: int = 1
     workers_given: bool = False
     ray_address: str | None = None
+    warnings: list = field(default_factory=list)
 
     @property
     def single(self) -> bool:
@@ -39,14 +41,46 @@ class RenderPlan:
         return self.out_dir is None
 
 
-def start_workers(jobs_option, out_dir, ray_address) -> int:
-    """``--jobs`` as a worker count; with --out-dir and more than one worker (no Ray), their
-    processes start now, before this process imports torch and loads the config
-    (cosine_host.offline.batch.prestart)."""
+def start_workers(jobs_option, out_dir, ray_address, paths=(), recursive: bool = False,
+                  container: str | None = None) -> int:
+    """``--jobs`` as a worker count (refused past cosine_host.offline.batch.check_workers's
+    bound; auto: cosine_host.offline.batch.auto_workers for the batch's audio); with --out-dir
+    and more than one worker (no Ray), their processes start now, before this process imports
+    torch and loads the config (cosine_host.offline.batch.prestart), but never more than the
+    files that ``paths`` name (none when they are wrong: the plan says why)."""
     workers = batch.parse_jobs(jobs_option)
+    if ray_address is None:
+        batch.check_workers(workers)
     if workers > 1 and out_dir is not None and ray_address is None:
-        batch.prestart(workers)
+        sources = _sources(paths, out_dir, recursive, container)
+        if str(jobs_option).strip().lower() == "auto":
+            workers = batch.auto_workers(workers, _audio_seconds(sources))
+        batch.prestart(min(workers, len(sources)))
     return workers
+
+
+def _sources(paths, out_dir, recursive, container) -> list[str]:
+    """The input files of a batch of ``paths`` (none when the paths are wrong: the plan says
+    why)."""
+    from cosine_host.offline.audio_io import check_format_option
+    from cosine_host.offline.jobs import plan_jobs
+    try:
+        return [source for source, _ in plan_jobs(list(paths), out_dir, recursive=recursive,
+                                                  format=check_format_option(container))]
+    except UserError:
+        return []
+
+
+def _audio_seconds(sources: list[str]) -> float:
+    """The audio seconds the headers of ``sources`` promise (unreadable files count 0)."""
+    import soundfile as sf
+    seconds = 0.0
+    for source in sources:
+        try:
+            seconds += sf.info(source).duration
+        except Exception:       # a bad file fails in its render, with its own message
+            pass
+    return seconds
 
 
 def plan_render(cfg, paths: list[str], out_dir: str | None = None, *, recursive: bool = False,
@@ -83,8 +117,14 @@ def plan_render(cfg, paths: list[str], out_dir: str | None = None, *, recursive:
     if reports:
         check_outputs([("--report-dir", p) for p in reports.values()], protected, overwrite,
                       made_below=report_dir)
+    warnings = []
+    if ray_address is None and out_dir is not None:
+        workers = max(1, min(workers, len(todo)))       # no worker without a file
+        warning = batch.check_workers(workers)
+        if warning:
+            warnings.append(warning)
     return RenderPlan(cfg, jobs, todo, skipped, options, out_dir, reports, workers,
-                      workers_given, ray_address)
+                      workers_given, ray_address, warnings)
 
 
 def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
@@ -94,8 +134,12 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
     total)`` in samples. A batch: writes each file's --report-dir report as it finishes, calls
     ``on_outcome(outcome)`` for each (cosine_host.offline.batch.render_one), ``progress(done,
     total, note)`` in files, and returns the summary {"rendered": [reports], "skipped",
-    "failed": [{"input", "output", "error"}], "ray" (when on Ray)}. A stop (KeyboardInterrupt,
-    SIGTERM) propagates with a note on how to finish the batch.
+    "failed": [{"input", "output", "error"}], "ray" (when on Ray), else "workers" (the worker
+    count that rendered them)}. A stop (KeyboardInterrupt,
+    SIGTERM) propagates with a note on how to finish the batch and, as its ``summary``, the
+    summary of the files finished so far plus "stopped" (what stopped it) and "not_rendered"
+    ([{"input", "output"}] of the files not reported finished: one whose worker completed it
+    as the stop came may exist complete, and --skip-existing skips it).
     """
     from cosine_host.files import write_json_atomic
     from cosine_host.offline import render as rendering
@@ -105,8 +149,10 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
         source, target = plan.jobs[0]
         return rendering.render_file(plan.cfg, source, target, progress=progress, **plan.options)
     state = {"files": 0, "seconds": 0.0}
+    finished_outcomes = []
 
     def finished(outcome: dict) -> None:
+        finished_outcomes.append(outcome)
         report = outcome.get("report")
         if report is not None and outcome["index"] in plan.reports:
             path = plan.reports[outcome["index"]]
@@ -130,13 +176,28 @@ def render_planned(plan: RenderPlan, on_outcome=None, progress=None) -> dict:
             outcomes = batch.run(plan.cfg, plan.todo, plan.options, plan.workers,
                                  on_outcome=finished)
     except KeyboardInterrupt as e:
+        from cosine_host.interrupts import describe
+        stopped = describe(e)[0]
         e.note = ("outputs finished so far are complete; run again with --skip-existing to "
                   "render the rest")
+        done = {o["index"] for o in finished_outcomes}
+        e.summary = {**_summary(plan, sorted(finished_outcomes, key=lambda o: o["index"])),
+                     "stopped": stopped,
+                     "not_rendered": [{"input": source, "output": target}
+                                      for index, source, target in plan.todo
+                                      if index not in done]}
         raise
-    summary = {"rendered": [o["report"] for o in outcomes if "report" in o],
-               "skipped": plan.skipped,
-               "failed": [{"input": o["input"], "output": o["output"], "error": o["error"]}
-                          for o in outcomes if "error" in o]}
+    summary = _summary(plan, outcomes)
     if ray_info:
         summary["ray"] = ray_info
+    else:
+        summary["workers"] = max(1, min(plan.workers, len(plan.todo)))
     return summary
+
+
+def _summary(plan: RenderPlan, outcomes: list[dict]) -> dict:
+    """A batch's summary of ``outcomes`` (see ``render_planned``)."""
+    return {"rendered": [o["report"] for o in outcomes if "report" in o],
+            "skipped": plan.skipped,
+            "failed": [{"input": o["input"], "output": o["output"], "error": o["error"]}
+                       for o in outcomes if "error" in o]}

@@ -70,14 +70,39 @@ class FrameQueue:
 def read_chunks(path: str, chunk_frames: int = CHUNK_FRAMES):
     """float32 (frames, channels) chunks of a file, until it ends or stops decoding."""
     with sf.SoundFile(path) as f:
-        while True:
+        yield from decoded_chunks(f, chunk_frames)
+
+
+SALVAGE_FRAMES = 1024
+"""Frames per read once a read failed: a decoder that stops part way (a truncated FLAC) fails
+the whole read, so the frames before the failure are read again this many at a time."""
+
+
+def decoded_chunks(source: sf.SoundFile, chunk_frames: int, errors: list | None = None):
+    """float32 (frames, channels) chunks of the open ``source`` from its position to its end,
+    at most ``chunk_frames`` each, as far as its decoder goes: when a read fails, the frames
+    from where it began are read again ``SALVAGE_FRAMES`` at a time, up to the next failure.
+    The first failure (a soundfile.SoundFileError) is appended to ``errors``."""
+    step, position = chunk_frames, source.tell()
+    while position < source.frames:
+        try:
+            chunk = source.read(min(step, source.frames - position), dtype="float32",
+                                always_2d=True)
+        except sf.SoundFileError as e:
+            if errors is not None and not errors:
+                errors.append(e)
+            if step <= SALVAGE_FRAMES:
+                return
+            step = SALVAGE_FRAMES
             try:
-                chunk = f.read(chunk_frames, dtype="float32", always_2d=True)
-            except sf.SoundFileError:
+                source.seek(position)
+            except (sf.SoundFileError, RuntimeError):
                 return
-            if chunk.shape[0] == 0:
-                return
-            yield chunk
+            continue
+        if chunk.shape[0] == 0:
+            return
+        position += chunk.shape[0]
+        yield chunk
 
 
 def find_lag(reference: np.ndarray, decoded: np.ndarray, max_lag: int = MAX_LAG) -> int:

@@ -99,20 +99,14 @@ class _Reader:
 
     def chunks(self):
         """float32 (frames, channels) chunks, non-finite samples set to 0."""
-        source = self.source
-        while self.frames_read < source.frames:
-            try:
-                # read() returns only what was decoded (blocks() would pad a short read with
-                # stale memory), so a file shorter than its header shows as a short read
-                chunk = source.read(min(self.chunk_frames, source.frames - self.frames_read),
-                                    dtype="float32", always_2d=True)
-            except sf.SoundFileError as e:
-                self.stop_reason = _reason(e)
-                break
-            if chunk.shape[0] == 0:
-                break
+        # read() returns only what was decoded (blocks() would pad a short read with stale
+        # memory), so a file shorter than its header shows as a short read
+        errors = []
+        for chunk in readback.decoded_chunks(self.source, self.chunk_frames, errors):
             self.frames_read += chunk.shape[0]
             yield _finite(chunk, self)
+        if errors:
+            self.stop_reason = _reason(errors[0])
         if self.frames_read == 0:
             raise UserError(f"cannot read any audio from {self.name!r}"
                             + (f" ({self.stop_reason})" if self.stop_reason else "")
@@ -272,6 +266,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
     rate = samplerate or in_rate
     input_format, input_subtype, header_frames = source.format, source.subtype, source.frames
     formats.check_rate(fmt, out_subtype, rate, output)
+    formats.check_codec(out_subtype, channels, quality, output)
     # resampled samples lie between the input's integer steps: they count as float
     dither = choose_dither(dither, "FLOAT" if rate != in_rate else input_subtype, out_subtype)
     write_options = audio_io.compression(fmt, out_subtype, quality, bitrate_mode)
@@ -293,6 +288,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
     signal_energy = error_energy = 0.0
     clipped = 0
     peak = 0.0
+    made_nonfinite, nonfinite_input_peak = 0, 0.0     # of the engine's output, set to 0
     emitted = 0
     final_stats = None
     started = time.perf_counter()
@@ -314,6 +310,11 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                     if piece.shape[0] == 0:
                         break
                     reference = held.take(piece.shape[0])
+                    if not np.isfinite(piece).all():
+                        piece, count = _zero_nonfinite(piece)
+                        made_nonfinite += count
+                        nonfinite_input_peak = max(nonfinite_input_peak,
+                                                   float(np.abs(reference).max()))
                     magnitude = np.abs(piece)
                     peak = max(peak, float(magnitude.max()))
                     # integers: rounded, clipped and counted by the converter, from the
@@ -371,8 +372,14 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                         + (f" ({reader.stop_reason})" if reader.stop_reason else "")
                         + f": {reader.missing} frames missing (truncated file); the output "
                         f"has {emitted} frames")
+    if made_nonfinite:
+        warnings.append(_nonfinite_output_note(cfg, input, made_nonfinite,
+                                               nonfinite_input_peak))
+    warnings.extend(_cut_short(source_path, input, input_format, header_frames, in_rate))
     if nan_samples:
         warnings.append(f"{input}: {nan_samples} NaN/Inf input samples were replaced by 0")
+    warnings.extend(formats.codec_notes(out_subtype, channels, output))
+    warnings.extend(audio_io.tag_notes(fmt, tags, output))
     quantizers = [p for p in final_stats["processors"]
                   if p["type"] in ("quantize", "learned_quantize")]
     codecs = [p for p in final_stats["processors"] if p["type"] == "codec"]
@@ -407,6 +414,47 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
         "device": str(engine.device),
         "config_source": cfg.source, "config": cfg.to_dict(),
     }
+
+
+FLOAT32_CLOSE_TO_MAX = 1e30
+"""An input peak above this is near float32's limit (3.4e38): the transform's sums of such
+samples can overflow to Inf."""
+
+
+def _zero_nonfinite(piece: np.ndarray) -> tuple[np.ndarray, int]:
+    """(``piece`` with NaN/Inf samples set to 0, how many there were)."""
+    finite = np.isfinite(piece)
+    return np.where(finite, piece, np.float32(0)), int(finite.size - np.count_nonzero(finite))
+
+
+def _nonfinite_output_note(cfg, name: str, count: int, input_peak: float) -> str:
+    """The warning (one line) for ``count`` NaN/Inf samples the engine made from finite input
+    (written as 0): what made them, by the input's peak and the config's chain."""
+    if input_peak > FLOAT32_CLOSE_TO_MAX:
+        cause = (f"the input's values near float32's limit (peak {input_peak:.3g}; the limit "
+                 f"is 3.4e+38) overflow in the transform; scale the input down")
+    else:
+        chain = [f"{where}[{i}] {spec['type']}" for where in ("pre", "processors", "post")
+                 for i, spec in enumerate(getattr(cfg, where))]
+        cause = (f"the chain ({', '.join(chain)}) made them from finite input (peak "
+                 f"{input_peak:.3g}); check its gains and parameters" if chain else
+                 f"the transform made them from finite input (peak {input_peak:.3g}); check "
+                 f"model.checkpoint")
+    return (f"{name}: the engine's output held {count} NaN/Inf samples, written as 0: "
+            f"{cause}")
+
+
+def _cut_short(path: str, name: str, input_format: str, frames: int, rate: int) -> list[str]:
+    """A warning (one line) when ``path``, a WAV, holds fewer ``frames`` than its header's data
+    size promises (libsndfile counts the frames present, so a truncated WAV reads whole)."""
+    from cosine_host.offline.riff import promised_frames
+    promised = promised_frames(path) if input_format in ("WAV", "WAVEX") else None
+    if promised is None or promised <= frames:
+        return []
+    missing = promised - frames
+    return [f"{name}: its header promises {promised} frames but the file holds {frames}: "
+            f"{missing} frames ({missing / rate:.3f} s) missing (truncated file); rendered "
+            f"what is there"]
 
 
 def _quantizer_rates(engine) -> dict | None:
@@ -456,6 +504,9 @@ def summary_line(report: dict) -> str:
         else:
             hint = (f"{report['format']} has no float samples: lower the gain, or write a .wav "
                     f"with --subtype FLOAT to keep them")
+        peak = report["peak"]
+        # a float input can peak anywhere up to 3.4e38: 1e+30, not 31 digits
+        peak_text = f"{peak:.2f}" if peak < 1e4 else f"{peak:.3g}"
         parts.append(f"warning: {report['clipped_samples']} samples clipped (peak "
-                     f"{report['peak']:.2f}; {hint})")
+                     f"{peak_text}; {hint})")
     return ", ".join(parts)

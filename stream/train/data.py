@@ -23,6 +23,11 @@ from cosine_host.errors import UserError
 HELD_OUT_FRACTION = 0.1
 """Without --val, the last 10 % of every file (each channel) is validation, never trained on."""
 
+MAX_PEAK = 1000.0
+"""Largest |sample| training takes: 60 dB above full scale (1.0) leaves room for float files
+that go over it, while the squared errors of the loss stay far inside float32 (a peak of 1e20
+alone overflows them)."""
+
 
 def read_audio(path: str) -> tuple[np.ndarray, int]:
     """(samples as float32 (frames, channels), samplerate in Hz) of any file soundfile reads."""
@@ -39,7 +44,8 @@ def read_audio(path: str) -> tuple[np.ndarray, int]:
 
 def load_audio(paths, frame_size: int) -> list[tuple[str, np.ndarray, int]]:
     """``(path, samples float32 (frames, channels), samplerate in Hz)`` for each file; refuses
-    NaN or infinite samples and files shorter than ``frame_size`` samples."""
+    NaN or infinite samples, a peak above ``MAX_PEAK`` and files shorter than ``frame_size``
+    samples."""
     loaded = []
     for path in paths:
         data, samplerate = read_audio(path)
@@ -49,12 +55,30 @@ def load_audio(paths, frame_size: int) -> list[tuple[str, np.ndarray, int]]:
             first = int(np.argmin(finite.all(axis=1)))
             raise UserError(f"audio file {path!r} has {bad} NaN or infinite samples (the first "
                             f"at frame {first}); repair or re-export it, or leave it out")
+        peak = float(np.abs(data).max()) if data.size else 0.0
+        if peak > MAX_PEAK:
+            raise UserError(f"audio file {path!r} peaks at {peak:.3g}, out of range for training "
+                            f"(full scale is 1.0; at most {MAX_PEAK:g} is taken): normalise it "
+                            f"to full scale, or leave it out")
         if data.shape[0] < frame_size:
             raise UserError(f"audio file {path!r} has {data.shape[0]} samples, shorter than one "
                             f"frame (frame.size = {frame_size}); give longer audio or a smaller "
                             f"frame.size")
         loaded.append((path, data, samplerate))
     return loaded
+
+
+def check_rates(loaded, val_loaded=None) -> None:
+    """Refuse files of different sample rates (training and validation learn and measure the
+    transform at one rate): one line naming the rates and a file of each."""
+    files = list(loaded) + list(val_loaded or ())
+    first = {}
+    for path, _, samplerate in files:
+        first.setdefault(samplerate, path)
+    if len(first) > 1:
+        rates = ", ".join(f"{rate} Hz ({path})" for rate, path in first.items())
+        raise UserError(f"the audio files have different sample rates: {rates}; training "
+                        f"learns at one rate: resample them to one rate first")
 
 
 def validate(cfg, model, chain, signals, device, objective: str = "mse",

@@ -33,7 +33,8 @@ from cosine_host.models.training import (FREQ_LR_RATIO, OBJECTIVES, SegmentSampl
 from cosine_host.engine.build import build_model, build_processors, resolve_device
 from cosine_host.errors import UserError
 from cosine_host.outputs import check_outputs, protected_paths
-from cosine_host.train.data import HELD_OUT_FRACTION, load_audio, split, validate
+from cosine_host.train.data import (HELD_OUT_FRACTION, check_rates, load_audio, split,
+                                    validate)
 from cosine_host.plotting import check_matplotlib
 from cosine_host.train.log import LiveLog, plot_log, step_reporter
 from cosine_host.engine.windows import window_pair
@@ -113,7 +114,9 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         and model (the written models.LearnedCosine, in eval mode on ``device``).
     Raises:
         UserError: bad input (no or unreadable files, files shorter than a frame, NaN or
-            infinite samples, silent audio, outputs that exist or would replace inputs), nothing
+            infinite samples, a peak beyond cosine_host.train.data.MAX_PEAK, files (and
+            --val) of different sample rates, --objective rd with rate weight 0, silent
+            audio, outputs that exist or would replace inputs), nothing
             to learn (the chain already reconstructs perfectly, or no gradient passes the
             processors), divergence.
         KeyboardInterrupt (Ctrl-C, or cosine_host.interrupts.Terminated for SIGTERM/SIGHUP) during
@@ -135,8 +138,14 @@ def train_files(cfg, audio_paths, steps: int = 500, batch: int = 32, lr: float =
         raise UserError("--objective rd trains a learned quantizer with the transform, and the "
                         "config has none: add it, e.g. --set 'processors=[{type: "
                         "learned_quantize}]'")
+    if objective == "rd" and rate_weight == 0:
+        raise UserError("--objective rd with --rate-weight 0 has no rate term: nothing holds "
+                        "the bitrate down while the quantizer's steps learn; give --rate-weight "
+                        "LAMBDA > 0 (e.g. 0.01; larger: fewer bits), or use --objective mse")
     loaded = load_audio(audio_paths, n)
-    train_signals, validation = split(loaded, load_audio([val_path], n) if val_path else None)
+    val_loaded = load_audio([val_path], n) if val_path else None
+    check_rates(loaded, val_loaded)
+    train_signals, validation = split(loaded, val_loaded)
     # the first file's rate for processor statistics (bitrate)
     chain.prepare(loaded[0][2], hop, model.m)
 
