@@ -554,3 +554,55 @@ def test_play_file_of_nothing_but_nan_is_refused_in_one_line(tmp_path):
     assert error_lines(done.stderr) == [
         f"error: --play {str(tmp_path / 'nan.wav')!r}: every sample is NaN or Inf: nothing to "
         f"play; check how the file was made"]
+
+
+# --- evaluate --plot: never an empty chart, never PNG bytes under another name -------------------
+
+def _evaluate_input(tmp_path):
+    path = tmp_path / "in.wav"
+    sf.write(path, noise(9600, 1), 48000)
+    return str(path)
+
+
+def test_evaluate_plot_needs_a_png_name(tmp_path):
+    done = run_cli("evaluate", _evaluate_input(tmp_path), "--metrics", "snr_db",
+                   "--plot", str(tmp_path / "chart.txt"))
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: --plot {str(tmp_path / 'chart.txt')!r}: the plot is a PNG image; give a file "
+        f"name ending in .png"]
+    assert not (tmp_path / "chart.txt").exists()
+
+
+def test_evaluate_plot_panels_must_be_computed(tmp_path):
+    done = run_cli("evaluate", _evaluate_input(tmp_path), "--metrics", "snr_db",
+                   "--plot-metrics", "snr_db,lsd_db", "--plot", str(tmp_path / "p.png"))
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        "error: --plot: lsd_db would be drawn but --metrics does not compute it (snr_db); add it "
+        "to --metrics, or choose --plot-metrics among those"]
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_evaluate_plot_without_any_bitrate_writes_no_chart(tmp_path):
+    # the default config is the identity: no quantizer, no codec, so no kbps on any row
+    done = run_cli("evaluate", _evaluate_input(tmp_path), "--metrics", "snr_db",
+                   "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "rows.json"))
+    assert done.returncode == 2
+    assert error_lines(done.stderr)[-1] == (
+        "error: --plot: no row has a bitrate for the kbps axis (no quantizer or codec in the "
+        "settings and no --codecs); add one, or leave --plot out")
+    assert not (tmp_path / "p.png").exists()
+    assert json.loads((tmp_path / "rows.json").read_text())["rows"]     # the table's data is kept
+
+
+def test_evaluate_plot_leaves_out_a_panel_without_values_and_says_so(tmp_path):
+    # music-like noise: PESQ applies to speech only, so its panel has nothing to draw
+    done = run_cli("evaluate", _evaluate_input(tmp_path), "--content", "audio",
+                   "--set", "processors=[{type: quantize, bits: 6}]",
+                   "--metrics", "snr_db,pesq", "--plot-metrics", "snr_db,pesq",
+                   "--plot", str(tmp_path / "p.png"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "warning: --plot: pesq left out: no row has a value at a bitrate" in \
+        done.stderr.splitlines()

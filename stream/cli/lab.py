@@ -85,5 +85,8 @@ def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, cont
     if csv_path:
         lab.write_csv(csv_path, result)
     if plot_path:
-        quality_plot.plot_quality(result, plan["plot_metrics"], plot_path)
+        left_out = quality_plot.plot_quality(result, plan["plot_metrics"], plot_path)
         click.echo(f"plot: {plot_path}")
+        if left_out:
+            click.echo(f"warning: --plot: {', '.join(left_out)} left out: no row has a value "
+                       f"at a bitrate", err=True)

@@ -206,8 +206,20 @@ def plan_evaluation(inputs: list[str], config_paths=(), overrides=(), sweeps=(),
     outputs = dict(outputs or {})
     check_outputs(list(outputs.items()), protected, overwrite)
     metric_lib.check_available(plan["metrics"])
-    if outputs.get("--plot"):
+    plot = outputs.get("--plot")
+    if plot:
         from cosine_host.plotting import check_matplotlib
+        if not str(plot).lower().endswith(".png"):
+            raise UserError(f"--plot {str(plot)!r}: the plot is a PNG image; give a file name "
+                            f"ending in .png")
+        panels = [n for n in plan["plot_metrics"] if n in plan["metrics"]]
+        left_out = [n for n in plan["plot_metrics"] if n not in plan["metrics"]]
+        if not panels or (plot_metrics is not None and left_out):
+            them = "it" if len(left_out) == 1 else "them"
+            raise UserError(f"--plot: {', '.join(left_out)} would be drawn but --metrics does "
+                            f"not compute {them} ({', '.join(plan['metrics'])}); add {them} "
+                            f"to --metrics, or choose --plot-metrics among those")
+        plan["plot_metrics"] = tuple(panels)
         check_matplotlib()
     return plan
 

@@ -21,9 +21,22 @@ def check_names(text: str | None) -> tuple[str, ...]:
     return names
 
 
-def plot_quality(result: dict, names, path) -> None:
-    """Draw ``result`` of cosine_host.lab.evaluate.evaluate: ``names`` against kbps (log axis)."""
-    names = [n for n in names if any(r.get(n) is not None for r in result["rows"])] or list(names)
+def plot_quality(result: dict, names, path) -> list[str]:
+    """Draw ``result`` of cosine_host.lab.evaluate.evaluate: ``names`` against kbps (log axis).
+
+    A panel with no value at any bitrate is left out (its name is returned); with nothing to
+    draw at all, UserError, and nothing is written."""
+    at_rate = [r for r in result["rows"] if r["kbps"] is not None]
+    if not at_rate:
+        raise UserError("--plot: no row has a bitrate for the kbps axis (no quantizer or codec "
+                        "in the settings and no --codecs); add one, or leave --plot out")
+    drawn = [n for n in names if any(r.get(n) is not None for r in at_rate)]
+    if not drawn:
+        raise UserError(f"--plot: no row has a value of {', '.join(names)} at a bitrate (PESQ and "
+                        f"STOI apply to speech only); choose --plot-metrics among the columns "
+                        f"the table shows")
+    left_out = [n for n in names if n not in drawn]
+    names = drawn
     fig = figure(width_in=5.0 * len(names), height_in=4.2)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     several = len({r["input"] for r in result["rows"]}) > 1
@@ -47,3 +60,4 @@ def plot_quality(result: dict, names, path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     save_png(fig, path)
+    return left_out
