@@ -84,6 +84,15 @@ def config_options(fn):
     return fn
 
 
+def device_options(fn):
+    """-i/--input-device and -o/--output-device, for the commands that open a sound device."""
+    fn = click.option("-o", "--output-device", default=None, metavar="INDEX|NAME",
+                      help="Output device: index or part of its name.")(fn)
+    fn = click.option("-i", "--input-device", default=None, metavar="INDEX|NAME",
+                      help="Input device: index or part of its name.")(fn)
+    return fn
+
+
 def overwrite_option(fn):
     """--overwrite, on every command that writes files."""
     return click.option("--overwrite", is_flag=True,

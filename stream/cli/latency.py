@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cosine_host.cli.base import (check_outputs, config_options, example, fail, handles_errors,
-                                  load, overwrite_option, write_json)
+from cosine_host.cli.base import (check_outputs, config_options, device_options, example, fail,
+                                  handles_errors, load, overwrite_option, write_json)
 from cosine_host.cli.display import echo_table, progress_display, status_printer
 
 
@@ -63,10 +63,7 @@ def latency_algorithmic(config_path, overrides, json_path, plot_path, overwrite,
 @latency.command("roundtrip", epilog=example("python run.py latency roundtrip --jack-loopback "
                                              "--repeats 5"))
 @latency_options
-@click.option("-i", "--input-device", default=None, metavar="INDEX|NAME",
-              help="Input device: index or part of its name.")
-@click.option("-o", "--output-device", default=None, metavar="INDEX|NAME",
-              help="Output device: index or part of its name.")
+@device_options
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Sweeps played; the delay is reported per sweep and as their median.")
 @click.option("--bypass", is_flag=True, help="Measure the dry path (same engine latency).")

@@ -5,17 +5,14 @@ import sys
 
 import click
 
-from cosine_host.cli.base import (check_outputs, config_options, example, fail, handles_errors,
-                                  load, overwrite_option)
+from cosine_host.cli.base import (check_outputs, config_options, device_options, example, fail,
+                                  handles_errors, load, overwrite_option)
 
 
 @click.command(epilog=example("python run.py live -c quantize-6bit --play speech.wav --loop "
                               "--record out.wav --osc 9000 --report live.json"))
 @config_options
-@click.option("-i", "--input-device", default=None, metavar="INDEX|NAME",
-              help="Input device: index or part of its name.")
-@click.option("-o", "--output-device", default=None, metavar="INDEX|NAME",
-              help="Output device: index or part of its name.")
+@device_options
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many seconds (default: run until q or Ctrl-C).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
