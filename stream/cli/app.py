@@ -1,6 +1,8 @@
 """The ``cosine-host`` command group and its entry point."""
 from __future__ import annotations
 
+import gc
+
 import click
 
 from cosine_host.cli import codec, info, lab, latency, live, render, train
@@ -29,4 +31,10 @@ for command in (info.info, info.devices, info.presets, live.live, render.render,
 def main():
     from cosine_host.interrupts import install
     install()       # SIGTERM and SIGHUP stop a command the way Ctrl-C does
-    cli()
+    try:
+        cli()
+    finally:
+        # Everything is written and closed by now; with torch loaded, the collector's passes
+        # over every object at interpreter shutdown are a visible share of a short command's
+        # wall time (benchmarks/README.md, batch.py). atexit handlers still run.
+        gc.freeze()

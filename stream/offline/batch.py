@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 import traceback
 
 from cosine_host.errors import UserError
@@ -81,7 +82,7 @@ def check_workers(workers: int, total_cores: int | None = None) -> str | None:
     return None
 
 
-AUTO_MIN_AUDIO_S = 900.0
+AUTO_MIN_AUDIO_S = 360.0
 """``--jobs auto`` renders a batch of less audio than this (seconds, all files) in one process:
 below it a worker's start-up (a new interpreter importing torch) costs more than the files it
 takes over save (benchmarks/batch.py; numbers in benchmarks/README.md)."""
@@ -495,8 +496,10 @@ def _work(conn, threads: int) -> None:
         mask(signal.SIG_BLOCK, stops)
         try:
             limit_torch_threads(threads)
-            # torch and the engine, while the driver gets ready
+            # torch, the engine and the DCT's backend (else loaded by the first engine build),
+            # while the driver gets ready
             import cosine_host.offline.render  # noqa: F401
+            import scipy.fft  # noqa: F401
         finally:
             mask(signal.SIG_UNBLOCK, stops)
         cfg_bytes, options = conn.recv()
@@ -510,7 +513,15 @@ def _work(conn, threads: int) -> None:
                 outcome = render_one(cfg, engines, *task, options)
             except Exception:
                 conn.send(("crash", traceback.format_exc()))
-                break
+                return
             conn.send(("done", outcome))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
-        pass
+        return
+    # Done on the driver's word: every output is renamed into place and closed, so the
+    # interpreter's teardown (torch's included) would only delay the driver's exit, which
+    # waits for this process.
+    conn.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
