@@ -542,8 +542,8 @@ def test_play_file_with_some_nan_counts_and_warns(tmp_path):
     sf.write(tmp_path / "some.wav", data, 48000, subtype="FLOAT")
     signal, info = playback.load(str(tmp_path / "some.wav"), 48000, 2)
     assert np.isfinite(signal).all() and info["nan_samples"] == 11
-    assert info["warnings"] == [f"--play {tmp_path / 'some.wav'}: 11 NaN/Inf samples were "
-                                f"replaced by 0"]
+    assert info["warnings"] == [f"--play {str(tmp_path / 'some.wav')!r}: 11 NaN/Inf samples "
+                                f"were replaced by 0"]
 
 
 def test_play_file_of_nothing_but_nan_is_refused_in_one_line(tmp_path):
@@ -606,3 +606,91 @@ def test_evaluate_plot_leaves_out_a_panel_without_values_and_says_so(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "warning: --plot: pesq left out: no row has a value at a bitrate" in \
         done.stderr.splitlines()
+
+
+# --- evaluate: NaN input follows render's rule --------------------------------------------------
+
+def test_evaluate_input_with_some_nan_counts_and_warns(tmp_path):
+    data = noise(9600, 1)
+    data[100:110, 0] = np.nan
+    data[200, 0] = -np.inf
+    path = tmp_path / "some.wav"
+    sf.write(path, data, 48000, subtype="FLOAT")
+    done = run_cli("evaluate", str(path), "--metrics", "snr_db", "--json",
+                   str(tmp_path / "rows.json"))
+    assert done.returncode == 0, done.stderr
+    assert f"warning: input {str(path)!r}: 11 NaN/Inf samples were replaced by 0" in \
+        done.stderr.splitlines()
+    data = json.loads((tmp_path / "rows.json").read_text())
+    assert data["inputs"][0]["nan_samples"] == 11
+    assert all(np.isfinite(row["snr_db"]) for row in data["rows"])
+
+
+def test_evaluate_input_of_nothing_but_nan_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "nan.wav"
+    sf.write(path, np.full((4800, 1), np.nan, np.float32), 48000, subtype="FLOAT")
+    done = run_cli("evaluate", str(path), "--metrics", "snr_db")
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: input {str(path)!r}: every sample is NaN or Inf: nothing to measure; check how "
+        f"the file was made"]
+
+
+# --- evaluate --at-kbps: codecs encoded at the target, a table that fits a terminal -----------
+
+def _speech(seconds: float = 2.0):
+    from cosine_host.lab.speech import synthesize_speech
+    return synthesize_speech(48000, seconds)
+
+
+@pytest.mark.parametrize("target", [24.0, 64.0, 100.0])
+def test_opus_is_encoded_within_one_percent_of_the_target(target):
+    from cosine_host.lab import codecs
+    rows = list(codecs.at_bitrates(_speech(), 48000, "opus", [target]))
+    assert len(rows) == 1 and rows[0][3] is None, rows
+    decoded, kbps, level, _ = rows[0]
+    assert abs(kbps - target) <= codecs.KBPS_TOLERANCE * target, (kbps, level)
+    assert decoded.shape == (96000, 1)
+
+
+def test_constant_bitrate_steps_give_rows_on_either_side_of_the_target():
+    from cosine_host.lab import codecs
+    from cosine_host.lab.evaluate import curves_at
+    rows = list(codecs.at_bitrates(_speech(), 48000, "mp3", [105.0]))
+    rates = [kbps for _, kbps, _, _ in rows]
+    assert len(rows) == 2 and rates[0] < 105.0 < rates[1], rates      # 96 and 112 kbps CBR
+    assert "span it" in rows[0][3]
+    result = {"rows": [{"label": f"mp3 {k:.0f}", "input": "x", "kbps": k, "snr_db": float(k)}
+                       for k in rates], "groups": {f"mp3 {k:.0f}": "mp3" for k in rates}}
+    assert curves_at(result, (105.0,), ("snr_db",))["rows"][0]["snr_db@105"] is not None
+
+
+def test_a_curve_end_within_the_tolerance_is_read_at_the_target():
+    from cosine_host.lab.evaluate import curves_at
+    result = {"rows": [{"label": "opus 64", "input": "x", "kbps": 64.0, "snr_db": 10.0},
+                       {"label": "opus 99", "input": "x", "kbps": 99.4, "snr_db": 14.0}],
+              "groups": {"opus 64": "opus", "opus 99": "opus"}}
+    read = curves_at(result, (100.0, 110.0), ("snr_db",))["rows"][0]
+    assert read["snr_db@100"] == 14.0 and read["snr_db@110"] is None
+
+
+def test_at_kbps_fills_the_codec_cells_and_fits_a_terminal(tmp_path):
+    path = tmp_path / "speech.wav"
+    sf.write(path, _speech(), 48000)
+    metrics = "snr_db,si_sdr_db,lsd_db,mel_distance,stft_distance,loudness_lu"
+    done = run_cli("evaluate", str(path), "-c", "codec", "--codecs", "opus,vorbis,mp3",
+                   "--metrics", metrics, "--at-kbps", "32,64,100", "--json",
+                   str(tmp_path / "rows.json"))
+    assert done.returncode == 0, done.stderr
+    at = done.stdout.split("at equal bitrates")[1].splitlines()[1:]
+    assert max(len(line) for line in at) <= 80, "\n".join(at)
+    header = at[0].split()
+    assert header[:3] == ["curve", "input", "metric"] and header[3:] == [
+        "@32", "kbps", "@64", "kbps", "@100", "kbps"]
+    for codec in ("opus", "vorbis", "mp3"):
+        lines = [line.split() for line in at if line.split()[:1] == [codec]]
+        assert len(lines) == 6, at                        # one per metric
+        assert all(cell != "-" for line in lines for cell in line[-2:]), lines    # 64 and 100
+    data = json.loads((tmp_path / "rows.json").read_text())
+    opus = next(r for r in data["at_kbps"] if r["curve"] == "opus")
+    assert opus["snr_db@100"] is not None and opus["snr_db@64"] is not None

@@ -76,10 +76,12 @@ def evaluate(inputs, config_paths, overrides, sweeps, codecs, metric_names, cont
                                overwrite=overwrite)
     with progress_display("evaluate") as progress:
         result = lab.run_evaluation(plan, progress=progress)
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     echo_table(result)
     if result["at_kbps"]:
         click.echo("\nat equal bitrates (interpolated in log kbps; - outside a curve's range):")
-        echo_table({"table": result["at_kbps"]})
+        echo_table(result["at_kbps"])
     if json_path:
         write_json(json_path, lab.json_data(result))
     if csv_path:

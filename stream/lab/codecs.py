@@ -2,8 +2,8 @@
 
 libsndfile sets a lossy encoder by ``compression_level`` (0.0 = largest file .. 1.0 = smallest), not
 by a bitrate, so ``at_bitrates`` measures the bitrate each codec gives at a grid of levels on the
-signal itself, interpolates the level for every target bitrate (in log kbps, between neighbouring
-grid points) and encodes once more there. MP3 is written with bitrate mode CONSTANT, Opus and Vorbis
+signal itself and searches the level of every target bitrate from there (in log kbps) until the
+file is within 1 % of the target. MP3 is written with bitrate mode CONSTANT, Opus and Vorbis
 with libsndfile's default (variable). The bitrate of a row is the encoded file's size in bits over
 the signal's duration (container overhead included). The decoded signal is aligned to the input (the
 codec's delay is found by cross-correlation and removed, cosine_host.offline.readback.find_lag) and
@@ -23,7 +23,9 @@ from cosine_host.offline.readback import find_lag
 # name -> (format, subtype, extension, bitrate mode or None for libsndfile's default)
 CODECS = {"opus": ("OGG", "OPUS", ".opus", None), "vorbis": ("OGG", "VORBIS", ".ogg", None),
           "mp3": ("MP3", "MPEG_LAYER_III", ".mp3", "CONSTANT")}
-LEVELS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95)      # compression levels measured for the search
+LEVELS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 1.0)     # compression levels measured first
+KBPS_TOLERANCE = 0.01       # a file within 1 % of a target bitrate counts as at it
+SEARCH_STEPS = 6            # encodes per target beyond LEVELS, at most
 
 
 def check_names(text: str | None) -> tuple[str, ...]:
@@ -61,48 +63,89 @@ def encode(signal: np.ndarray, samplerate: int, codec: str, level: float,
 
 
 def at_bitrates(signal: np.ndarray, samplerate: int, codec: str, targets):
-    """Yield ``(decoded, kbps, level, note)`` near each target bitrate (kbit/s), one per
-    distinct compression level and bitrate; when the codec cannot encode the signal at all, yield
-    one
-    ``(None, None, None, note)``."""
+    """Yield ``(decoded, kbps, level, note)`` at each target bitrate (kbit/s), one per distinct
+    compression level and bitrate; when the codec cannot encode the signal at all, yield one
+    ``(None, None, None, note)``.
+
+    A target inside the codec's range on this signal is searched for: the compression level is
+    interpolated in log kbps between the nearest levels measured above and below it (halved
+    when that repeats a level), at most ``SEARCH_STEPS`` encodes, until a file's bitrate is
+    within ``KBPS_TOLERANCE`` of the target. Where none is (a constant-bitrate codec's steps),
+    the nearest rows on either side are yielded, so a curve read at the target
+    (cosine_host.lab.evaluate.curves_at) spans it. A target outside the range gets the
+    range's end, with a note.
+    """
     with tempfile.TemporaryDirectory(prefix="cosine-codec-") as folder:
-        grid = []
+        rates: dict[float, float | None] = {}
         failure = None
+
+        def measure(level: float) -> float | None:
+            nonlocal failure
+            if level not in rates:
+                try:
+                    rates[level] = encode(signal, samplerate, codec, level, folder)[1]
+                except (sf.SoundFileError, RuntimeError, ValueError) as e:
+                    failure = " ".join(str(e).split())
+                    rates[level] = None
+            return rates[level]
+
         for level in LEVELS:
-            try:
-                grid.append((level, encode(signal, samplerate, codec, level, folder)))
-            except (sf.SoundFileError, RuntimeError, ValueError) as e:
-                failure = " ".join(str(e).split())
-        if not grid:
+            measure(level)
+        if all(kbps is None for kbps in rates.values()):
             yield None, None, None, (f"{codec} cannot encode this signal "
                                      f"({samplerate} Hz, {signal.shape[1]} ch): {failure}")
             return
-        levels = np.array([g[0] for g in grid])
-        rates = np.array([g[1][1] for g in grid])
-        done, made = set(), []
+        chosen: dict[float, str | None] = {}     # level -> note, in the order of the targets
         for target in sorted({float(t) for t in targets if t and t > 0}):
-            note = None
-            if target >= rates.max():
-                level = float(levels[np.argmax(rates)])
-                note = f"{codec}: {target:.1f} kbps asked, its highest here is {rates.max():.1f}"
-            elif target <= rates.min():
-                level = float(levels[np.argmin(rates)])
-                note = f"{codec}: {target:.1f} kbps asked, its lowest here is {rates.min():.1f}"
-            else:      # rates fall as levels rise: interpolate in log kbps
-                order = np.argsort(rates)
-                level = float(np.interp(np.log(target), np.log(rates[order]), levels[order]))
-            level = round(level, 3)
-            if level in done:
+            levels, note = _levels_for(target, codec, rates, measure)
+            for level in levels:
+                chosen.setdefault(level, note)
+        made = []
+        for level, note in sorted(chosen.items(), key=lambda item: rates[item[0]]):
+            try:
+                decoded, kbps = encode(signal, samplerate, codec, level, folder)
+            except (sf.SoundFileError, RuntimeError, ValueError) as e:
+                yield None, None, level, f"{codec} at level {level}: {e}"
                 continue
-            done.add(level)
-            measured = dict(grid).get(level)
-            if measured is None:
-                try:
-                    measured = encode(signal, samplerate, codec, level, folder)
-                except (sf.SoundFileError, RuntimeError, ValueError) as e:
-                    yield None, None, level, f"{codec} at level {level}: {e}"
-                    continue
-            if any(abs(measured[1] - kbps) <= 0.005 * kbps for kbps in made):
+            if any(abs(kbps - other) <= 0.005 * other for other in made):
                 continue        # a constant-bitrate step: the same file as a row already made
-            made.append(measured[1])
-            yield measured[0], measured[1], level, note
+            made.append(kbps)
+            yield decoded, kbps, level, note
+
+
+def _levels_for(target: float, codec: str, rates: dict, measure) -> tuple[list[float], str | None]:
+    """(compression levels, note) for one target of ``at_bitrates``; ``rates``: level -> kbps
+    (None where the encoder failed) measured so far, which ``measure(level)`` extends."""
+    def known():
+        return {level: kbps for level, kbps in rates.items() if kbps is not None}
+
+    tolerance = KBPS_TOLERANCE * target
+    have = known()
+    highest, lowest = max(have, key=have.get), min(have, key=have.get)
+    if target >= have[highest] - tolerance:
+        note = (None if target <= have[highest] + tolerance else
+                f"{codec}: {target:.1f} kbps asked, its highest here is {have[highest]:.1f}")
+        return [highest], note
+    if target <= have[lowest] + tolerance:
+        note = (None if target >= have[lowest] - tolerance else
+                f"{codec}: {target:.1f} kbps asked, its lowest here is {have[lowest]:.1f}")
+        return [lowest], note
+    for step in range(SEARCH_STEPS + 1):
+        have = known()
+        near = min(have, key=lambda level: abs(have[level] - target))
+        if abs(have[near] - target) <= tolerance:
+            return [near], None
+        above = min((level for level in have if have[level] > target), key=have.get)
+        below = max((level for level in have if have[level] < target), key=have.get)
+        if step == SEARCH_STEPS:
+            break
+        span = np.log(have[above]) - np.log(have[below])
+        level = round(float(above + (below - above) * (np.log(have[above]) - np.log(target))
+                            / span), 4)
+        if level in rates:
+            level = round((above + below) / 2, 4)
+        if level in rates:
+            break
+        measure(level)
+    return [above, below], (f"{codec}: no level gives {target:.1f} kbps here; the rows at "
+                            f"{have[below]:.1f} and {have[above]:.1f} kbps span it")

@@ -38,6 +38,7 @@ from cosine_host.engine.engine import Engine
 from cosine_host.errors import UserError
 from cosine_host.files import atomic_path
 from cosine_host.lab.speech import looks_like_speech
+from cosine_host.offline.audio_io import replace_nonfinite
 
 RATE_KEYS = ("kbps", "kbps_bytes", "kbps_fixed", "kbps_pooled", "kbps_entropy")
 ROW_KEYS = ("label", "kind", "input", "config", *RATE_KEYS, *metric_lib.NAMES, "notes")
@@ -103,8 +104,9 @@ def plan_settings(config_paths, sweeps, overrides=()) -> list[dict]:
 
 
 def load_inputs(paths, content: str = "auto") -> list[dict]:
-    """``{"name", "path", "signal", "samplerate", "speech"}`` per input; the demo material when
-    ``paths`` is empty."""
+    """``{"name", "path", "signal", "samplerate", "speech"}`` per input (files also
+    ``"nan_samples"`` and ``"warnings"``: NaN/Inf samples become 0 with a warning, a file of
+    nothing else is refused, as in render); the demo material when ``paths`` is empty."""
     if content not in CONTENTS:
         raise UserError(f"--content {content!r}: allowed: {' | '.join(CONTENTS)}")
     inputs = []
@@ -125,9 +127,10 @@ def load_inputs(paths, content: str = "auto") -> list[dict]:
                             f"a WAV, FLAC, OGG or MP3 file") from None
         if signal.shape[0] == 0:
             raise UserError(f"input {path!r} has no audio (0 frames)")
-        signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
+        signal, nonfinite, warnings = replace_nonfinite(signal, f"input {path!r}", "measure")
         inputs.append({"name": os.path.basename(path), "path": path, "signal": signal,
-                       "samplerate": rate, "speech": None})
+                       "samplerate": rate, "speech": None, "nan_samples": nonfinite,
+                       "warnings": warnings})
     for item in inputs:
         if content != "auto":
             item["speech"] = content == "speech"
@@ -238,8 +241,8 @@ def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
     (and at ``at_kbps``).
 
     Returns ``{"rows": [...], "inputs": [...], "metrics": {name: {package, version, mode}},
-    "table": {"columns", "rows"}, "groups": {label: curve name}, "at_kbps": curves_at(...)
-    or None}``.
+    "warnings": [one line each: NaN/Inf input samples replaced by 0], "table": {"columns",
+    "rows"}, "groups": {label: curve name}, "at_kbps": curves_at(...) or None}``.
     """
     metric_lib.check_available(metric_names)
     total = len(inputs) * (len(settings) + len(codec_names))
@@ -296,8 +299,10 @@ def evaluate(inputs, settings, metric_names=metric_lib.NAMES, codec_names=(),
     described = [{"name": i["name"], "path": i["path"], "samplerate": i["samplerate"],
                   "channels": int(i["signal"].shape[1]),
                   "seconds": i["signal"].shape[0] / i["samplerate"],
-                  "content": "speech" if i["speech"] else "audio"} for i in inputs]
+                  "content": "speech" if i["speech"] else "audio",
+                  "nan_samples": i.get("nan_samples", 0)} for i in inputs]
     result = {"rows": rows, "inputs": described, "metrics": metric_lib.describe(metric_names),
+              "warnings": [w for i in inputs for w in i.get("warnings", [])],
               "table": {"columns": [c for c in COLUMNS if c[0] not in metric_lib.NAMES
                                     or c[0] in metric_names], "rows": rows},
               "groups": groups}
@@ -319,7 +324,8 @@ def parse_kbps(text: str | None) -> tuple[float, ...]:
 
 
 def curves_at(result: dict, targets, metric_names) -> dict:
-    """Every curve of ``result`` read at each target kbps: ``{"columns", "rows"}`` with one row
+    """Every curve of ``result`` read at each target kbps: ``{"columns", "rows", "table"}`` (the
+    table: the same rows to print, ``_curves_table``) with one row
     per curve (the group of its rows: a sweep, a config or a codec) and input, the column
     ``"{metric}@{kbps}"`` per metric and target: linear in log kbps between the nearest rows
     below and above the target (None outside the curve's range)."""
@@ -329,7 +335,7 @@ def curves_at(result: dict, targets, metric_names) -> dict:
             group = result["groups"].get(row["label"], row["label"])
             curves.setdefault((group, row["input"]), []).append(row)
     names = [n for n in metric_names if any(r.get(n) is not None for r in result["rows"])]
-    rows = []
+    rows, measured = [], []
     for (group, source), members in curves.items():
         out = {"curve": group, "input": source}
         for name in names:
@@ -337,21 +343,47 @@ def curves_at(result: dict, targets, metric_names) -> dict:
             for target in targets:
                 out[f"{name}@{target:g}"] = _interpolate(points, target)
         rows.append(out)
+        measured.append([n for n in names if any(r.get(n) is not None for r in members)])
     columns = [["curve", "curve", ""], ["input", "input", ""]] + [
         [f"{n}@{t:g}", f"{n} @{t:g}", ".2f"] for n in names for t in targets]
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows,
+            "table": _curves_table(rows, measured, targets)}
+
+
+def _curves_table(rows: list[dict], measured: list[list[str]], targets) -> dict:
+    """``curves_at``'s rows for people: one line per curve, input and metric measured on it
+    (``measured``, per row: PESQ is not on music), one column per target, so the width grows
+    with the targets alone (not metrics x targets)."""
+    specs = {key: spec for key, _, spec in COLUMNS}
+    headings = {key: heading for key, heading, _ in COLUMNS}
+    lines = []
+    for row, names in zip(rows, measured):
+        for name in names:
+            line = {"curve": row["curve"], "input": row["input"],
+                    "metric": headings.get(name, name)}
+            for target in targets:
+                value = row[f"{name}@{target:g}"]
+                line[f"@{target:g}"] = None if value is None else format(value, specs.get(name,
+                                                                                        ".2f"))
+            lines.append(line)
+    columns = [["curve", "curve", ""], ["input", "input", ""], ["metric", "metric", ""]] + [
+        [f"@{t:g}", f"@{t:g} kbps", ""] for t in targets]
+    return {"columns": columns, "rows": lines}
 
 
 def _interpolate(points, target: float):
-    """The value at ``target`` on the polyline of (kbps, value) ``points`` in log kbps."""
+    """The value at ``target`` on the polyline of (kbps, value) ``points`` in log kbps; past the
+    ends, the end's value when it is within codec_lib.KBPS_TOLERANCE of ``target`` (a codec
+    encoded at the target lands within it, on either side), else None."""
     for (k0, v0), (k1, v1) in zip(points, points[1:]):
         if k0 <= target <= k1:
             if k1 == k0:
                 return float(v0)
             t = (np.log(target) - np.log(k0)) / (np.log(k1) - np.log(k0))
             return float(v0 + t * (v1 - v0))
-    if len(points) == 1 and points[0][0] == target:
-        return float(points[0][1])
+    for kbps, value in points[:1] + points[-1:]:
+        if abs(kbps - target) <= codec_lib.KBPS_TOLERANCE * target:
+            return float(value)
     return None
 
 

@@ -30,6 +30,7 @@ def load(path: str, samplerate: int, channels: int) -> tuple[np.ndarray, dict]:
         UserError: the file is missing, unreadable, empty or all NaN/Inf (one line, what to
             do).
     """
+    from cosine_host.offline.audio_io import replace_nonfinite
     from cosine_host.offline.render import open_input
     from cosine_host.offline.resample import resample_chunks
     with open_input(path, path) as source:
@@ -37,16 +38,7 @@ def load(path: str, samplerate: int, channels: int) -> tuple[np.ndarray, dict]:
         data = source.read(dtype="float32", always_2d=True)
     if data.shape[0] == 0:
         raise UserError(f"--play {path!r}: no audio could be read; repair or re-export it")
-    # the rule of `render`: NaN/Inf samples count and become 0; a file of nothing else is refused
-    finite = np.isfinite(data)
-    nonfinite = int(finite.size - np.count_nonzero(finite))
-    if nonfinite == finite.size:
-        raise UserError(f"--play {path!r}: every sample is NaN or Inf: nothing to play; check "
-                        f"how the file was made")
-    warnings = []
-    if nonfinite:
-        data = np.where(finite, data, np.float32(0))
-        warnings.append(f"--play {path}: {nonfinite} NaN/Inf samples were replaced by 0")
+    data, nonfinite, warnings = replace_nonfinite(data, f"--play {path!r}", "play")
     info = {"path": path, "file_samplerate": int(rate), "file_channels": int(data.shape[1]),
             "file_frames": int(data.shape[0]), "resampled": None, "nan_samples": nonfinite,
             "warnings": warnings}

@@ -172,3 +172,24 @@ def compression(fmt: str, subtype: str, quality: float | None,
                             f"{' | '.join(BITRATE_MODES)}")
         kwargs["bitrate_mode"] = mode.upper()
     return kwargs
+
+
+def replace_nonfinite(data, name: str, task: str):
+    """The rule every command that plays or measures a file follows for NaN/Inf samples (render
+    applies it chunk by chunk): they count and become 0, with a warning; a file of nothing else
+    is refused. ``data``: float array (frames, channels); ``name``: how messages name the file,
+    e.g. ``"--play 'x.wav'"``; ``task``: what the command would do with it, e.g. "play".
+
+    Returns (data, the count of NaN/Inf samples, warnings: one line each). Raises UserError
+    when every sample is NaN or Inf.
+    """
+    import numpy as np
+    finite = np.isfinite(data)
+    nonfinite = int(finite.size - np.count_nonzero(finite))
+    if nonfinite and nonfinite == finite.size:
+        raise UserError(f"{name}: every sample is NaN or Inf: nothing to {task}; check how "
+                        f"the file was made")
+    if not nonfinite:
+        return data, 0, []
+    return (np.where(finite, data, data.dtype.type(0)), nonfinite,
+            [f"{name}: {nonfinite} NaN/Inf samples were replaced by 0"])
