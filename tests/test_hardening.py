@@ -694,3 +694,70 @@ def test_at_kbps_fills_the_codec_cells_and_fits_a_terminal(tmp_path):
     data = json.loads((tmp_path / "rows.json").read_text())
     opus = next(r for r in data["at_kbps"] if r["curve"] == "opus")
     assert opus["snr_db@100"] is not None and opus["snr_db@64"] is not None
+
+
+# --- live: the engine's non-finite output, the closing summary's width -------------------------
+
+def test_the_callback_recorder_zeroes_and_counts_nonfinite_output():
+    from cosine_host.live import monitor
+    rec = monitor.CallbackRecorder(capacity=8, max_frames=4, channels=2)
+    indata = np.full((4, 2), 0.25, np.float32)
+    out = np.full((4, 2), 0.5, np.float32)
+    rec.zero_nonfinite(indata, out, 4)
+    assert rec.output_nonfinite_samples == 0 and (out == 0.5).all()
+    out[1, 0], out[2, 1], out[3, 1] = np.nan, np.inf, -np.inf
+    rec.zero_nonfinite(indata, out, 4)
+    rec.zero_nonfinite(indata[:2], out[:2], 2)             # already clean: nothing more
+    assert rec.output_nonfinite_samples == 3 and rec.output_nonfinite_events == 1
+    assert np.isfinite(out).all() and out[1, 0] == 0 and out[0, 0] == 0.5
+    assert rec.nonfinite_input_peak == 0.25
+    big = np.full((4, 2), 3e38, np.float32)                 # finite, its sum of squares is not
+    rec.zero_nonfinite(indata, big, 4)
+    assert rec.output_nonfinite_samples == 3 and (big == np.float32(3e38)).all()
+    assert rec.snapshot()["output_nonfinite_samples"] == 3
+
+
+def test_live_output_made_inf_by_a_stage_is_played_as_zero_and_named(jack_server, tmp_path):
+    sf.write(tmp_path / "in.wav", noise(48000, 2), 48000)
+    report, record = tmp_path / "r.json", tmp_path / "rec.wav"
+    done = run_cli("live", "--play", str(tmp_path / "in.wav"), "--duration", "1.5",
+                   "--report", str(report), "--record", str(record),
+                   "--set", f"audio.samplerate={jack_server.samplerate}",
+                   "--set", "post=[{type: pedalboard.Gain, gain_db: 1000}]", timeout=120)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(report.read_text())
+    assert data["output_nonfinite_samples"] > 0 and data["output_nonfinite_events"] > 0
+    assert data["peaks_dbfs"]["output"] is None or np.isfinite(data["peaks_dbfs"]["output"])
+    warning = [line for line in done.stderr.splitlines() if line.startswith("warning: live:")]
+    assert warning == [f"warning: {data['warnings'][0]}"]
+    assert "NaN/Inf samples, played as 0: the chain (post[0] pedalboard.Gain) made them" in \
+        warning[0]
+    assert "RuntimeWarning" not in done.stderr
+    assert np.isfinite(sf.read(record)[0]).all()
+    summary = done.stdout.strip().splitlines()
+    assert max(len(line) for line in summary) <= 80, summary
+    assert any(f"NaN/Inf out {data['output_nonfinite_samples']}" in line for line in summary)
+
+
+def test_live_summary_fits_80_columns_at_its_widest():
+    from cosine_host.live import monitor
+    report = {"duration_s": 86400.0, "stopped_by": "signal end", "callbacks": 10**9,
+              "frames": 10**12, "samplerate": 192000, "blocksize": 0, "budget_ms": 5.333,
+              "processing_ms": {k: 1234.567 for k in ("p50", "p95", "p99", "max", "mean")},
+              "xruns": {"input_underflow": 123456, "input_overflow": 123456,
+                        "output_underflow": 123456, "output_overflow": 123456,
+                        "priming_output": 123456, "total": 493824}, "xrun_events": 99999,
+              "latency": {"total_ms": 1234.56, "total_samples": 1234567,
+                          "device_input_ms": 123.45, "device_output_ms": 123.45,
+                          "engine_ms": 123.45, "engine_samples": 65535,
+                          "algorithmic_samples": 65535, "buffering_samples": 65535},
+              "peaks_dbfs": {"input": -120.5, "output": None}, "clipped_samples": 10**9,
+              "nan_events": 10**6, "output_nonfinite_samples": 10**9, "report_path": "r.json"}
+    lines = monitor.summary(report).splitlines()
+    assert max(len(line) for line in lines) <= monitor.SUMMARY_WIDTH, lines
+    text = " ".join(line.strip() for line in lines)
+    for part in ("stopped by signal end", "(input_underflow 123456, input_overflow 123456, "
+                 "output_underflow 123456, output_overflow 123456, priming_output 123456)",
+                 "buffering 65535",
+                 "NaN/Inf out 1000000000", "report: r.json"):
+        assert part in text

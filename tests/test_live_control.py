@@ -215,8 +215,9 @@ def test_panel_fits_the_terminal_and_never_scrolls(jack_server, tmp_path, cols, 
         pytest.fail("tmux is needed for the panel test (apt install tmux)")
     write_speech(tmp_path / "speech.wav", 3.0)
     sock = f"cosine-live-{os.getpid()}-{cols}"
-    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name)
-    cmd = (f"cd {REPO} && JACK_DEFAULT_SERVER={jack_server.name} {sys.executable} run.py live "
+    server = jack_server.name or "default"         # None: a server that already ran
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    cmd = (f"cd {REPO} && JACK_DEFAULT_SERVER={server} {sys.executable} run.py live "
            f"--play {tmp_path / 'speech.wav'} --loop --duration 4 --osc 0 "
            f"--set audio.samplerate={jack_server.samplerate} "
            f"--set 'processors=[{{type: quantize, bits: 8}}]'; sleep 30")

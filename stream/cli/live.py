@@ -48,3 +48,5 @@ def live(config_path, overrides, input_device, output_device, duration, report_p
     with status_display() as display:
         report = session.run(duration_s=duration, on_status=display, keys=sys.stdin.isatty())
     click.echo(session.summary(report))
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}", err=True)

@@ -73,6 +73,7 @@ class AudioCallback:
                 if ret is not outdata:  # an engine that could not write in place
                     outdata[:] = ret
             t2 = time.perf_counter_ns()
+            rec.zero_nonfinite(src, outdata, frames)        # never NaN/Inf to the device
             if self.recorder is not None:
                 self.recorder.push(outdata, rec.count, rec.frames_total)
             rec.record_levels(i, src if self.source is not None else indata, outdata, frames)

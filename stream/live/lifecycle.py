@@ -202,10 +202,16 @@ class StreamLife:
             extra["play_record"] = {"signal_frames": int(pr.signal.shape[0]),
                                     "tail_samples": int(pr.tail), "through_engine":
                                     bool(pr.through_engine), "recorded_frames": int(pr.pos)}
+        warnings = []
+        if snap["output_nonfinite_samples"]:
+            from cosine_host.offline.render import nonfinite_output_note
+            warnings.append(nonfinite_output_note(
+                self.cfg, "live", snap["output_nonfinite_samples"], snap["nonfinite_input_peak"],
+                fate="played as 0"))
         report = monitor.build_report(
             snap, config=self.cfg.to_dict(), devices=devices, samplerate=sr, blocksize=bs,
             channels=ch, latency=latency, duration_s=stopped - started,
-            nan_events=int(getattr(engine, "nan_events", 0)), **extra)
+            nan_events=int(getattr(engine, "nan_events", 0)), warnings=warnings, **extra)
         self.last_report = report
         if on_status is not None and snap["count"]:
             on_status(self._status_for(rec.snapshot(last=self._recent_len()), snap, latency,

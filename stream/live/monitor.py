@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from cosine_host.engine.finite import all_finite
+
 # PortAudio's callback status flags, bit i = 1 << i (paInputUnderflow ... paPrimingOutput).
 XRUN_KINDS = ("input_underflow", "input_overflow", "output_underflow", "output_overflow",
               "priming_output")
@@ -71,6 +73,8 @@ class CallbackRecorder:
         self._mask = np.zeros((self.max_frames, self.channels), np.bool_)
         self._peak = np.zeros((), np.float32)       # the peak of one block
         self._one = np.ones((), np.float32)         # full scale, as an array: no conversion
+        self._zero = np.zeros((), np.float32)
+        self._dot = np.zeros((), np.float32)        # all_finite's result
         self.reset()
 
     def reset(self) -> None:
@@ -85,6 +89,9 @@ class CallbackRecorder:
         self.input_clipped_samples = 0
         self.peak_in_max = 0.0
         self.peak_out_max = 0.0
+        self.output_nonfinite_samples = 0
+        self.output_nonfinite_events = 0
+        self.nonfinite_input_peak = 0.0
         self.proc_hist[:] = 0
         self.xruns[:] = 0
 
@@ -104,6 +111,28 @@ class CallbackRecorder:
             if not self._prev_flags:
                 self.xrun_events += 1
         self._prev_flags = flags
+
+    def zero_nonfinite(self, indata: np.ndarray, outdata: np.ndarray, frames: int) -> None:
+        """Set the NaN/Inf samples of the engine's output block to 0 before they reach the
+        device or the recorder, counting them (``output_nonfinite_samples``, one
+        ``output_nonfinite_events`` per block that held any) with the input's peak there
+        (``nonfinite_input_peak``: the warning tells an overflow from a chain's fault)."""
+        if frames > self.max_frames or all_finite(outdata, self._dot):
+            return
+        m = self._mask if frames == self.max_frames else self._mask[:frames]
+        np.isfinite(outdata, out=m)
+        bad = m.size - int(np.count_nonzero(m))
+        if not bad:         # finite values whose sum of squares overflowed
+            return
+        np.logical_not(m, out=m)
+        np.copyto(outdata, self._zero, where=m)
+        self.output_nonfinite_samples += bad
+        self.output_nonfinite_events += 1
+        a = self._abs if frames == self.max_frames else self._abs[:frames]
+        np.abs(indata, out=a)
+        peak = float(a.max(out=self._peak))
+        if peak > self.nonfinite_input_peak:
+            self.nonfinite_input_peak = peak
 
     def record_levels(self, i: int, indata: np.ndarray, outdata: np.ndarray, frames: int) -> None:
         """Peaks and clipped-sample counts of one callback's blocks, into slot ``i``."""
@@ -167,7 +196,10 @@ class CallbackRecorder:
                     hist_bin_ns=self.hist_bin_ns, xruns=self.xruns.copy(),
                     clipped_samples=self.clipped_samples,
                     input_clipped_samples=self.input_clipped_samples,
-                    peak_in_max=self.peak_in_max, peak_out_max=self.peak_out_max)
+                    peak_in_max=self.peak_in_max, peak_out_max=self.peak_out_max,
+                    output_nonfinite_samples=self.output_nonfinite_samples,
+                    output_nonfinite_events=self.output_nonfinite_events,
+                    nonfinite_input_peak=self.nonfinite_input_peak)
         return snap
 
 
@@ -410,37 +442,65 @@ def build_report(snap: dict, *, config: dict, devices: dict, samplerate: int, bl
         "clipped_samples": int(snap["clipped_samples"]),
         "input_clipped_samples": int(snap["input_clipped_samples"]),
         "nan_events": int(nan_events),
+        "output_nonfinite_samples": int(snap.get("output_nonfinite_samples", 0)),
+        "output_nonfinite_events": int(snap.get("output_nonfinite_events", 0)),
     }
     report.update(extra)
     return report
 
 
+SUMMARY_WIDTH = 80
+"""Columns of the closing summary: a longer line continues on the next, indented."""
+
+
 def summary(report: dict) -> str:
-    """A few lines for people from :func:`build_report`'s dict."""
+    """A few lines for people from :func:`build_report`'s dict, none wider than
+    ``SUMMARY_WIDTH``: a longer line continues on the next, indented, between two of its
+    values (a path longer than the width stays whole)."""
+    import textwrap
     p = report["processing_ms"]
     lat = report["latency"]
     x = report["xruns"]
-    kinds = ", ".join(f"{k} {v}" for k, v in x.items() if k != "total" and v)
+    kinds = [f"{k} {v}" for k, v in x.items() if k != "total" and v]
+    nonfinite = report.get("output_nonfinite_samples", 0)
     lines = [
-        f"ran {report['duration_s']:.2f} s: {report['callbacks']} callbacks, "
-        f"{report['frames']} frames at {report['samplerate']} Hz, blocksize "
-        f"{report['blocksize'] or 'device-chosen'} (stopped by {report.get('stopped_by', '?')})",
-        f"processing: p50 {_fmt_ms(p['p50'])} p95 {_fmt_ms(p['p95'])} p99 {_fmt_ms(p['p99'])} "
-        f"max {_fmt_ms(p['max'])} mean {_fmt_ms(p['mean'])} ms; budget "
-        f"{_fmt_ms(report['budget_ms'])} ms per callback",
-        f"xruns: {x['total']} flags in {report.get('xrun_events', 0)} events"
-        + (f" ({kinds})" if kinds else ""),
-        f"latency: device in {lat['device_input_ms']:.2f} + out {lat['device_output_ms']:.2f} ms"
-        f" + engine {lat['engine_samples']} samples (algorithmic {lat['algorithmic_samples']} + "
-        f"buffering {lat['buffering_samples']}) {lat['engine_ms']:.2f} ms = {lat['total_ms']:.2f}"
-        f" ms ({lat['total_samples']} samples)",
-        f"peaks: in {_db_text(report['peaks_dbfs']['input'])} out "
-        f"{_db_text(report['peaks_dbfs']['output'])} dBFS; clipped samples "
-        f"{report['clipped_samples']}; NaN events {report['nan_events']}",
+        [f"ran {report['duration_s']:.2f} s", f"(stopped by {report.get('stopped_by', '?')}):",
+         f"{report['callbacks']} callbacks,", f"{report['frames']} frames"],
+        ["stream:", f"{report['samplerate']} Hz,",
+         f"blocksize {report['blocksize'] or 'device-chosen'},",
+         f"budget {_fmt_ms(report['budget_ms'])} ms per callback"],
+        ["processing ms:"] + [f"{k} {_fmt_ms(p[k])}" for k in ("p50", "p95", "p99", "max",
+                                                                 "mean")],
+        ["xruns:", f"{x['total']} flags in {report.get('xrun_events', 0)} events"]
+        + _listed(kinds),
+        ["latency:", f"{lat['total_ms']:.2f} ms ({lat['total_samples']} samples) =",
+         f"device in {lat['device_input_ms']:.2f}", f"+ out {lat['device_output_ms']:.2f} ms",
+         f"+ engine {lat['engine_ms']:.2f} ms ({lat['engine_samples']} samples:",
+         f"algorithmic {lat['algorithmic_samples']}",
+         f"+ buffering {lat['buffering_samples']})"],
+        ["peaks dBFS:", f"in {_db_text(report['peaks_dbfs']['input'])},",
+         f"out {_db_text(report['peaks_dbfs']['output'])};",
+         f"clipped samples {report['clipped_samples']};",
+         f"NaN events {report['nan_events']}" + (";" if nonfinite else "")]
+        + ([f"NaN/Inf out {nonfinite}"] if nonfinite else []),
     ]
     if report.get("report_path"):
-        lines.append(f"report: {report['report_path']}")
-    return "\n".join(lines)
+        lines.append(["report:", str(report["report_path"])])
+    keep = "\N{NO-BREAK SPACE}"        # textwrap breaks at ASCII whitespace only
+    return "\n".join(
+        wrapped.replace(keep, " ")
+        for items in lines
+        for wrapped in textwrap.wrap(" ".join(item.replace(" ", keep) for item in items),
+                                     SUMMARY_WIDTH, subsequent_indent="  ",
+                                     break_long_words=False, break_on_hyphens=False))
+
+
+def _listed(items: list[str]) -> list[str]:
+    """``["a 1", "b 2"]`` -> ``["(a 1,", "b 2)"]``: a parenthesised list, one item each."""
+    if not items:
+        return []
+    return [("(" if i == 0 else "") + item + (")" if i == len(items) - 1 else ",")
+            for i, item in enumerate(items)]
 
 
 def _db_text(v):

@@ -373,7 +373,7 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                         + f": {reader.missing} frames missing (truncated file); the output "
                         f"has {emitted} frames")
     if made_nonfinite:
-        warnings.append(_nonfinite_output_note(cfg, input, made_nonfinite,
+        warnings.append(nonfinite_output_note(cfg, input, made_nonfinite,
                                                nonfinite_input_peak))
     warnings.extend(_cut_short(source_path, input, input_format, header_frames, in_rate))
     if nan_samples:
@@ -427,9 +427,11 @@ def _zero_nonfinite(piece: np.ndarray) -> tuple[np.ndarray, int]:
     return np.where(finite, piece, np.float32(0)), int(finite.size - np.count_nonzero(finite))
 
 
-def _nonfinite_output_note(cfg, name: str, count: int, input_peak: float) -> str:
+def nonfinite_output_note(cfg, name: str, count: int, input_peak: float,
+                          fate: str = "written as 0") -> str:
     """The warning (one line) for ``count`` NaN/Inf samples the engine made from finite input
-    (written as 0): what made them, by the input's peak and the config's chain."""
+    (``fate``: what became of them): what made them, by the input's peak and the config's
+    chain."""
     if input_peak > FLOAT32_CLOSE_TO_MAX:
         cause = (f"the input's values near float32's limit (peak {input_peak:.3g}; the limit "
                  f"is 3.4e+38) overflow in the transform; scale the input down")
@@ -440,8 +442,7 @@ def _nonfinite_output_note(cfg, name: str, count: int, input_peak: float) -> str
                  f"{input_peak:.3g}); check its gains and parameters" if chain else
                  f"the transform made them from finite input (peak {input_peak:.3g}); check "
                  f"model.checkpoint")
-    return (f"{name}: the engine's output held {count} NaN/Inf samples, written as 0: "
-            f"{cause}")
+    return f"{name}: the engine's output held {count} NaN/Inf samples, {fate}: {cause}"
 
 
 def _cut_short(path: str, name: str, input_format: str, frames: int, rate: int) -> list[str]:
