@@ -761,3 +761,33 @@ def test_live_summary_fits_80_columns_at_its_widest():
                  "buffering 65535",
                  "NaN/Inf out 1000000000", "report: r.json"):
         assert part in text
+
+
+# --- --ray: an unreachable address --------------------------------------------------------------
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_an_unreachable_ray_address_is_one_line_without_rays_log(tmp_path, address):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", noise(4800, 1), 48000)
+    done = run_cli("render", str(tmp_path / "in"), "--out-dir", str(tmp_path / "out"),
+                   f"--ray={address}", timeout=60)
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: cannot reach the Ray cluster at {address!r} (connection refused at "
+        f"127.0.0.1:1); check the address (ray status on the head node shows it), or use --ray "
+        f"alone for a local instance"]
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_reachable_checks_a_listening_port_and_the_address_form_not_local_or_auto():
+    import socket
+    from cosine_host.offline import cluster
+    with socket.socket() as listener:      # accepts into its backlog: a host that answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        cluster.check_reachable(f"127.0.0.1:{listener.getsockname()[1]}", timeout_s=2)
+    with pytest.raises(UserError, match=r"--ray 'head': expected host:port"):
+        cluster.check_reachable("head")
+    cluster.check_reachable("auto")
+    cluster.check_reachable("local")

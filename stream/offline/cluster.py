@@ -45,6 +45,36 @@ def check_address(address: str) -> str:
                     f"ray://host:port); put --ray after the paths, or write --ray=ADDRESS")
 
 
+CONNECT_TIMEOUT_S = 5.0
+"""How long ``check_reachable`` waits for a cluster address to accept a connection."""
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise a one-line UserError when nothing accepts a TCP connection at a cluster
+    ``address`` (host:port or ray://host:port) within ``timeout_s``: Ray itself would retry
+    for minutes, printing its own log lines. "local" and "auto" are not checked."""
+    import socket
+    from urllib.parse import urlsplit
+    if address in (LOCAL, "auto"):
+        return
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise UserError(f"--ray {address!r}: expected host:port or ray://host:port, e.g. "
+                        f"--ray=head:6379")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        why = (f"no answer within {timeout_s:g} s" if isinstance(e, TimeoutError)
+               else (e.strerror or str(e)).lower())
+        raise UserError(f"cannot reach the Ray cluster at {address!r} ({why} at {host}:{port}); "
+                        f"check the address (ray status on the head node shows it), or use "
+                        f"--ray alone for a local instance") from None
+
+
 class RenderActor:
     """One Ray actor: an engine cache built once from the config, rendering files on request.
 
@@ -101,6 +131,7 @@ def run(cfg, todo: list[tuple[int, str, str]], options: dict, address: str = LOC
     """
     ray = import_ray()
     started = time.perf_counter()
+    check_reachable(address)
     started_here = False
     if not ray.is_initialized():
         import logging
