@@ -791,3 +791,15 @@ def test_reachable_checks_a_listening_port_and_the_address_form_not_local_or_aut
         cluster.check_reachable("head")
     cluster.check_reachable("auto")
     cluster.check_reachable("local")
+
+
+def test_busy_share_counts_programs_not_the_kernels_writeback():
+    #          user nice system idle iowait irq softirq steal
+    before = [1000, 0, 500, 8000, 100, 0, 0, 0]
+    writing = [1010, 0, 1400, 8080, 500, 0, 10, 0]    # a core of kernel time and I/O wait
+    assert batch.busy_share(before, writing) < 0.01
+    rendering = [1900, 50, 550, 8000, 100, 0, 0, 0]   # a program on the cores: 950 of 1000
+    assert batch.busy_share(before, rendering) == pytest.approx(0.95)
+    stolen = [1000, 0, 500, 8500, 100, 0, 0, 500]     # the hypervisor took half
+    assert batch.busy_share(before, stolen) == pytest.approx(0.5)
+    assert batch.busy_share(before, before) == 0.0

@@ -105,7 +105,7 @@ BUSY_SAMPLE_S = 0.2
 
 
 def busy_cores(interval_s: float = BUSY_SAMPLE_S) -> float:
-    """Cores busy with other work now: the non-idle share of all CPU time in /proc/stat over
+    """Cores busy with other programs now: ``busy_share`` of /proc/stat's counters over
     ``interval_s`` (this process sleeps meanwhile), times the CPU count. 0.0 where /proc/stat
     is missing. (The load average would count the previous command's own workers for a
     minute after they ended.)"""
@@ -113,20 +113,26 @@ def busy_cores(interval_s: float = BUSY_SAMPLE_S) -> float:
 
     def ticks():
         with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)       # idle + iowait
-        return sum(values), idle
+            return [int(v) for v in f.readline().split()[1:]]
 
     try:
-        total0, idle0 = ticks()
+        before = ticks()
         time.sleep(interval_s)
-        total1, idle1 = ticks()
+        return busy_share(before, ticks()) * (os.cpu_count() or 1)
     except (OSError, ValueError, IndexError):
         return 0.0
-    if total1 <= total0:
+
+
+def busy_share(before: list[int], after: list[int]) -> float:
+    """The share of all CPU time between two readings of /proc/stat's ``cpu`` line (user,
+    nice, system, idle, iowait, irq, softirq, steal, ...) that programs took: user, nice and
+    steal (the hypervisor's). Kernel time is left out: after a render it is mostly the page
+    cache writing the outputs back, which passes and leaves the cores to the workers."""
+    total = sum(after) - sum(before)
+    if total <= 0:
         return 0.0
-    share = 1.0 - (idle1 - idle0) / (total1 - total0)
-    return max(0.0, share) * (os.cpu_count() or 1)
+    taken = sum(after[k] - before[k] for k in (0, 1, 7) if k < len(after))
+    return min(1.0, max(0.0, taken / total))
 
 
 def threads_per_worker(workers: int, total: int | None = None) -> int:
