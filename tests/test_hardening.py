@@ -380,11 +380,13 @@ def test_sigterm_mid_batch_writes_the_report_of_what_finished(tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 240
-        while not list(out.glob("f*.wav")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the batch never got going"
-            time.sleep(0.02)
+        # the stop comes once the driver has reported a file (its line on stdout): a file on
+        # disk alone may be one whose outcome is still on its way from the worker
+        import select
+        ready, _, _ = select.select([proc.stdout], [], [], 240)
+        assert ready, "the batch never got going"
+        first = proc.stdout.readline()
+        assert f" -> {out}{os.sep}f" in first, (first, proc.communicate())
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:
