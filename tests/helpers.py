@@ -1,8 +1,12 @@
 """What several test modules (and the benchmarks) need: signals, SNR, parameter perturbation, a
-coefficient-recording processor, engines from the default config and block-wise streaming."""
+coefficient-recording processor, engines from the default config, block-wise streaming and a
+slow batch to stop midway."""
 from __future__ import annotations
 
 import math
+import os
+import pathlib
+import sys
 
 import numpy as np
 import torch
@@ -111,3 +115,29 @@ def render_in_blocks(engine, signal: np.ndarray, sizes) -> np.ndarray:
             pos += size
             i += 1
     return np.concatenate(list(engine.render_chunks(pieces(), signal.shape[0])))
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def slow_batch(folder: pathlib.Path, files: int, jobs: int, *options: str
+               ) -> tuple[list[str], dict, pathlib.Path]:
+    """A batch to stop midway: ``files`` stereo 48 kHz PCM_16 noise WAVs of 3 x 65536 frames in
+    ``folder/src``, rendered into ``folder/out`` by ``run.py render --jobs JOBS`` on the CPU
+    through the test plugin Sleepy (tests/plugins_sleepy.py: 0.3 s per engine call, about 1 s
+    per file), plus ``options``. Returns (command line, environment, output folder) for
+    subprocess.Popen or run, with ``cwd=ROOT``."""
+    import soundfile as sf
+    src, out = folder / "src", folder / "out"
+    src.mkdir()
+    out.mkdir()
+    for i in range(files):
+        rng = np.random.default_rng(i)
+        sf.write(src / f"f{i}.wav", np.clip(rng.normal(0, 0.2, (3 * 65536, 2)), -0.99, 0.99)
+                 .astype(np.float32), 48000, subtype="PCM_16")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    args = [sys.executable, str(ROOT / "run.py"), "render", str(src), "--out-dir", str(out),
+            "--jobs", str(jobs), "--set",
+            'processors=[{type: "plugins_sleepy:Sleepy", sleep_ms: 300, above: 0}]',
+            "--set", "model.device=cpu", *options]
+    return args, env, out

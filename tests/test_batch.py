@@ -26,6 +26,7 @@ from cosine_host.errors import UserError
 from cosine_host.offline.jobs import complete_output, expected_output
 from cosine_host.offline.render import render_file
 from cosine_host.config.schema import load_config
+from helpers import slow_batch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -262,17 +263,7 @@ def test_skip_existing_refuses_an_incomplete_output_without_overwrite(tmp_path):
 def test_sigterm_mid_batch_leaves_no_temporary_files_and_skip_existing_finishes(tmp_path):
     """A real `run.py render --jobs 2` stopped by SIGTERM while workers are writing, then run
     again with --skip-existing."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(8):
-        sf.write(src / f"f{i}.wav", noise(3 * 65536, 2, i), 48000, subtype="PCM_16")
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
-    # every engine call (one per 65536-frame chunk) sleeps 0.3 s: about 1 s per file
-    slow = ["--set", 'processors=[{type: "plugins_sleepy:Sleepy", sleep_ms: 300, above: 0}]']
-    args = [sys.executable, str(ROOT / "run.py"), "render", str(src), "--out-dir", str(out),
-            "--jobs", "2", *slow, *CPU]
+    args, env, out = slow_batch(tmp_path, 8, 2)
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -19,6 +19,7 @@ import soundfile as sf
 
 from cosine_host.errors import UserError
 from cosine_host.offline import batch
+from helpers import slow_batch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -114,17 +115,9 @@ def test_plan_caps_workers_at_the_files_to_render(tmp_path):
 def test_sigterm_during_worker_start_up_is_a_clean_stop(tmp_path, delay_s):
     """SIGTERM while the worker processes are still importing torch (or the driver is): the
     one-line stop, exit 143, no C++ abort text from a worker, no temporary file left."""
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    out.mkdir()
-    for i in range(4):
-        sf.write(src / f"f{i}.wav", noise(3 * 65536, 2, i), 48000, subtype="PCM_16")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
-    slow = ["--set", 'processors=[{type: "plugins_sleepy:Sleepy", sleep_ms: 300, above: 0}]']
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "render", str(src),
-                             "--out-dir", str(out), "--jobs", "4", *slow, *CPU],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args, env, out = slow_batch(tmp_path, 4, 4)
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(delay_s)
         proc.send_signal(signal.SIGTERM)
@@ -366,19 +359,10 @@ def test_truncated_flac_renders_as_far_as_the_decoder_goes(tmp_path):
 # --- batch: the --report summary survives a stop ----------------------------------------------
 
 def test_sigterm_mid_batch_writes_the_report_of_what_finished(tmp_path):
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    out.mkdir()
-    for i in range(6):
-        sf.write(src / f"f{i}.wav", noise(3 * 65536, 2, i), 48000, subtype="PCM_16")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
-    slow = ["--set", 'processors=[{type: "plugins_sleepy:Sleepy", sleep_ms: 300, above: 0}]']
     report = tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "render", str(src),
-                             "--out-dir", str(out), "--jobs", "2", "--report", str(report),
-                             *slow, *CPU],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args, env, out = slow_batch(tmp_path, 6, 2, "--report", str(report))
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         # the stop comes once the driver has reported a file (its line on stdout): a file on
         # disk alone may be one whose outcome is still on its way from the worker
