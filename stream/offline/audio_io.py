@@ -174,6 +174,17 @@ def compression(fmt: str, subtype: str, quality: float | None,
     return kwargs
 
 
+def zero_nonfinite(data):
+    """(``data`` with its NaN/Inf samples set to 0, how many there were); ``data`` itself when
+    it has none. ``data``: a float array."""
+    import numpy as np
+    finite = np.isfinite(data)
+    count = int(finite.size - np.count_nonzero(finite))
+    if not count:
+        return data, 0
+    return np.where(finite, data, data.dtype.type(0)), count
+
+
 def replace_nonfinite(data, name: str, task: str):
     """The rule every command that plays or measures a file follows for NaN/Inf samples (render
     applies it chunk by chunk): they count and become 0, with a warning; a file of nothing else
@@ -183,13 +194,9 @@ def replace_nonfinite(data, name: str, task: str):
     Returns (data, the count of NaN/Inf samples, warnings: one line each). Raises UserError
     when every sample is NaN or Inf.
     """
-    import numpy as np
-    finite = np.isfinite(data)
-    nonfinite = int(finite.size - np.count_nonzero(finite))
-    if nonfinite and nonfinite == finite.size:
+    data, nonfinite = zero_nonfinite(data)
+    if nonfinite and nonfinite == data.size:
         raise UserError(f"{name}: every sample is NaN or Inf: nothing to {task}; check how "
                         f"the file was made")
-    if not nonfinite:
-        return data, 0, []
-    return (np.where(finite, data, data.dtype.type(0)), nonfinite,
-            [f"{name}: {nonfinite} NaN/Inf samples were replaced by 0"])
+    warnings = [f"{name}: {nonfinite} NaN/Inf samples were replaced by 0"] if nonfinite else []
+    return data, nonfinite, warnings

@@ -119,11 +119,9 @@ class _Reader:
 
 def _finite(chunk: np.ndarray, counter) -> np.ndarray:
     """``chunk`` with NaN/Inf samples replaced by 0, counted in ``counter.nonfinite``."""
-    finite = np.isfinite(chunk)
-    if finite.all():
-        return chunk
-    counter.nonfinite += int(finite.size - np.count_nonzero(finite))
-    return np.where(finite, chunk, np.float32(0))
+    chunk, count = audio_io.zero_nonfinite(chunk)
+    counter.nonfinite += count
+    return chunk
 
 
 class _Feed:
@@ -310,8 +308,8 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
                     if piece.shape[0] == 0:
                         break
                     reference = held.take(piece.shape[0])
-                    if not np.isfinite(piece).all():
-                        piece, count = _zero_nonfinite(piece)
+                    piece, count = audio_io.zero_nonfinite(piece)
+                    if count:
                         made_nonfinite += count
                         nonfinite_input_peak = max(nonfinite_input_peak,
                                                    float(np.abs(reference).max()))
@@ -419,12 +417,6 @@ def _render(cfg, source, source_path, input, output, fmt, forced, subtype, overw
 FLOAT32_CLOSE_TO_MAX = 1e30
 """An input peak above this is near float32's limit (3.4e38): the transform's sums of such
 samples can overflow to Inf."""
-
-
-def _zero_nonfinite(piece: np.ndarray) -> tuple[np.ndarray, int]:
-    """(``piece`` with NaN/Inf samples set to 0, how many there were)."""
-    finite = np.isfinite(piece)
-    return np.where(finite, piece, np.float32(0)), int(finite.size - np.count_nonzero(finite))
 
 
 def nonfinite_output_note(cfg, name: str, count: int, input_peak: float,
