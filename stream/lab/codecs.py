@@ -101,6 +101,8 @@ def at_bitrates(signal: np.ndarray, samplerate: int, codec: str, targets):
             for level in levels:
                 chosen.setdefault(level, note)
         made = []
+        # the search kept bitrates only: each row is encoded again here, so that one decoded
+        # signal is held at a time however long the input
         for level, note in sorted(chosen.items(), key=lambda item: rates[item[0]]):
             try:
                 decoded, kbps = encode(signal, samplerate, codec, level, folder)
